@@ -1,0 +1,39 @@
+// Hard negative mining, max_negative mode (spec §3.4, tie rule of §11).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace ssd_loss {
+
+// Number of negatives to mine: trunc(float32(P) * float32(ratio)), at most the candidates.
+inline int64_t num_negatives(int64_t num_pos, float neg_pos_ratio, int64_t num_candidates) {
+  const float wanted = static_cast<float>(num_pos) * neg_pos_ratio;
+  // Written so that an out-of-range or NaN product takes every candidate instead of hitting UB.
+  if (!(wanted < static_cast<float>(num_candidates))) return num_candidates;
+  return static_cast<int64_t>(wanted);
+}
+
+// Strict total order "a is a harder negative than b": NaN loss first, then loss descending,
+// then prior index ascending. Being total, it makes the selection unique on every device.
+template <typename T>
+struct HarderNegative {
+  const T* loss;
+  bool operator()(int32_t a, int32_t b) const {
+    const T la = loss[a], lb = loss[b];
+    const bool na = std::isnan(la), nb = std::isnan(lb);
+    if (na != nb) return na;
+    if (!na && la != lb) return la > lb;
+    return a < b;
+  }
+};
+
+// Moves the k hardest of candidates[0..count) to the front (in no particular order).
+template <typename T>
+void select_hardest(int32_t* candidates, int64_t count, int64_t k, const T* loss) {
+  if (k <= 0 || k >= count) return;
+  std::nth_element(candidates, candidates + k, candidates + count, HarderNegative<T>{loss});
+}
+
+}  // namespace ssd_loss

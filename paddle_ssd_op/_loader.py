@@ -1,0 +1,38 @@
+"""Loads the compiled operator library and registers its ops with the running Paddle."""
+import warnings
+from pathlib import Path
+
+import paddle
+
+OP_NAME = "fused_ssd_loss"
+LIBRARY = Path(__file__).resolve().parent / "_ssd_op.so"
+
+
+def _build_paddle_version():
+    try:
+        from ._build_info import PADDLE_VERSION, PADDLE_COMMIT
+    except ImportError:
+        return None, None
+    return PADDLE_VERSION, PADDLE_COMMIT
+
+
+def load_op():
+    built_version, built_commit = _build_paddle_version()
+    rebuild = "Rebuild it in this environment: pip install --no-build-isolation --force-reinstall ."
+    if not LIBRARY.exists() or built_version is None:
+        raise ImportError(f"paddle_ssd_op: the operator library {LIBRARY} is not built. {rebuild}")
+    # A library built against another Paddle dies with a symbol lookup error inside the process,
+    # so refuse to load it rather than let that happen.
+    if (built_version, built_commit) != (paddle.__version__, paddle.version.commit):
+        raise ImportError(
+            f"paddle_ssd_op was built against paddlepaddle {built_version} (commit {built_commit}) "
+            f"but paddlepaddle {paddle.__version__} (commit {paddle.version.commit}) is running. "
+            + rebuild
+        )
+    with warnings.catch_warnings():  # importing cpp_extension warns about ccache, irrelevant here
+        warnings.simplefilter("ignore")
+        from paddle.utils.cpp_extension.extension_utils import load_op_meta_info_and_register_op
+
+    names = load_op_meta_info_and_register_op(str(LIBRARY))
+    if OP_NAME not in names:
+        raise ImportError(f"paddle_ssd_op: {LIBRARY} did not register the op {OP_NAME}")

@@ -1,0 +1,357 @@
+"""``ssd_loss``: the fluid-compatible entry point of the fused operator.
+
+It checks and casts every argument (a wrong attribute type aborts Paddle 3.x), turns the
+convenience forms (lists of per-image boxes, a list of variances, ``gt_lengths`` as a list) into
+tensors, and calls the op in the current mode: dygraph, PIR static (Paddle 3.x, also under
+``paddle.jit.to_static``) or legacy static (Paddle 2.6).
+"""
+import numbers
+
+import numpy as np
+import paddle
+
+from ._loader import OP_NAME
+
+_MATCH_TYPES = ("bipartite", "per_prediction")
+_FLOAT_DTYPES = ("float32", "float64")
+_LABEL_DTYPES = ("int32", "int64", "float32", "float64")
+_LENGTH_DTYPES = ("int32", "int64")
+
+
+def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=None,
+             background_label=0, overlap_threshold=0.5, neg_pos_ratio=3.0, neg_overlap=0.5,
+             loc_loss_weight=1.0, conf_loss_weight=1.0, match_type="per_prediction",
+             mining_type="max_negative", normalize=True, sample_size=None, *, gt_lengths=None,
+             name=None):
+    """SSD multibox loss, the drop-in replacement of ``fluid.layers.ssd_loss`` (Paddle 1.8).
+
+    Args:
+        location: [N, Np, 4] float32/float64, predicted encoded offsets per prior.
+        confidence: [N, Np, C] logits, same dtype as ``location``.
+        gt_box: [Ng, 4] gt boxes (xmin, ymin, xmax, ymax) of all images, image after image. In a
+            static program, a LoDTensor whose level-1 LoD gives the boxes per image. In dygraph,
+            also a list of N tensors [n_i, 4].
+        gt_label: [Ng, 1] or [Ng] class ids (int32, int64 or float, truncated), in [0, C). Same
+            LoD as ``gt_box``, or a list of N tensors when ``gt_box`` is a list.
+        prior_box: [Np, 4] priors (xmin, ymin, xmax, ymax).
+        prior_box_var: [Np, 4] tensor, a list of 4 floats, or None (unit variances).
+        background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
+        conf_loss_weight, match_type, mining_type, normalize, sample_size: as in fluid.
+        gt_lengths: boxes per image (list/tuple of ints, or a 1-D int32/int64 tensor of length N);
+            takes precedence over the LoD.
+        name: optional name of the operator in a static program.
+
+    Returns:
+        loss of shape [N, 1]: each image's summed loss, divided by the number of matched priors
+        in the whole batch (at least 1) when ``normalize``.
+    """
+    attrs = _op_attrs(background_label, overlap_threshold, neg_pos_ratio, neg_overlap,
+                      loc_loss_weight, conf_loss_weight, match_type, mining_type, normalize,
+                      sample_size)
+    dynamic = paddle.in_dynamic_mode()
+    if isinstance(gt_box, (list, tuple)) or isinstance(gt_label, (list, tuple)):
+        gt_box, gt_label, gt_lengths = _concat_per_image(gt_box, gt_label, gt_lengths, dynamic)
+
+    _check_tensor("location", location)
+    _check_tensor("confidence", confidence)
+    _check_tensor("gt_box", gt_box)
+    _check_tensor("gt_label", gt_label)
+    _check_tensor("prior_box", prior_box)
+    _check_shapes(location, confidence, gt_box, gt_label, prior_box)
+    dtype = _dtype(location)
+    prior_box_var = _variance_tensor(prior_box_var, prior_box, dtype)
+    gt_lengths = _lengths_tensor(gt_lengths, location, gt_box)
+    if dynamic and gt_lengths is None:
+        _require_gt_layout(location, gt_box)
+
+    inputs = (location, confidence, gt_box, gt_label, prior_box, prior_box_var, gt_lengths)
+    if dynamic or _in_pir_mode():
+        outs = _run_custom_op(*inputs, *attrs)
+        for aux in outs[1:]:
+            aux.stop_gradient = True
+        return outs[0]
+    return _append_legacy_op(inputs, attrs, dtype, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# attributes
+
+def _op_attrs(background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
+              conf_loss_weight, match_type, mining_type, normalize, sample_size):
+    """The op's attributes, each cast to its declared C++ type, in declaration order."""
+    if not isinstance(match_type, str) or match_type not in _MATCH_TYPES:
+        raise ValueError(f"match_type: expected one of {_MATCH_TYPES}, received {match_type!r}")
+    if mining_type == "hard_example":
+        raise ValueError("mining_type: 'hard_example' is not supported yet; expected "
+                         "'max_negative', received 'hard_example'")
+    if mining_type != "max_negative":
+        raise ValueError(f"mining_type: expected 'max_negative', received {mining_type!r}")
+    ratio = _as_float("neg_pos_ratio", neg_pos_ratio)
+    if not ratio > 0:
+        raise ValueError(f"neg_pos_ratio: expected a number > 0, received {neg_pos_ratio!r}")
+    if sample_size is not None:
+        sample_size = _as_int("sample_size", sample_size)
+        if sample_size < 0:
+            raise ValueError(f"sample_size: expected None or an int >= 0, received {sample_size}")
+    return (
+        _as_int("background_label", background_label),
+        _as_unit_interval("overlap_threshold", overlap_threshold),
+        ratio,
+        _as_unit_interval("neg_overlap", neg_overlap),
+        _as_float("loc_loss_weight", loc_loss_weight),
+        _as_float("conf_loss_weight", conf_loss_weight),
+        str(match_type),
+        str(mining_type),
+        _as_bool("normalize", normalize),
+        0 if sample_size is None else sample_size,
+    )
+
+
+def _as_int(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, received {type(value).__name__} {value!r}")
+    value = int(value)
+    if not -2**31 <= value < 2**31:
+        raise ValueError(f"{name}: expected a 32-bit int, received {value}")
+    return value
+
+
+def _as_float(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, received {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, received {value}")
+    return value
+
+
+def _as_unit_interval(name, value):
+    value = _as_float(name, value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}: expected a number in [0, 1], received {value}")
+    return value
+
+
+def _as_bool(name, value):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name}: expected a bool, received {type(value).__name__} {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# tensors
+
+def _is_tensor(x):
+    types = [paddle.Tensor, paddle.static.Variable]
+    if hasattr(paddle, "pir") and hasattr(paddle.pir, "Value"):
+        types.append(paddle.pir.Value)
+    return isinstance(x, tuple(types))
+
+
+def _check_tensor(name, x):
+    if not _is_tensor(x):
+        raise TypeError(f"{name}: expected a paddle Tensor, received {type(x).__name__}")
+
+
+def _dtype(x):
+    """The dtype's name ('float32', ...) whatever the mode and Paddle version."""
+    return str(x.dtype).split(".")[-1]
+
+
+def _shape_str(x):
+    return str(list(x.shape))
+
+
+def _known(*dims):
+    return all(d is not None and d >= 0 for d in dims)
+
+
+def _check_shapes(location, confidence, gt_box, gt_label, prior_box):
+    ls, cs = list(location.shape), list(confidence.shape)
+    if len(ls) != 3 or ls[2] != 4:
+        raise ValueError(f"location: expected shape [N, Np, 4], received {ls}")
+    if _dtype(location) not in _FLOAT_DTYPES:
+        raise TypeError(f"location: expected dtype float32 or float64, received {_dtype(location)}")
+    for name, x in (("confidence", confidence), ("gt_box", gt_box), ("prior_box", prior_box)):
+        if _dtype(x) != _dtype(location):
+            raise TypeError(f"{name}: expected the dtype of location ({_dtype(location)}), "
+                            f"received {_dtype(x)}")
+    if len(cs) != 3 or any(_known(a, b) and a != b for a, b in zip(cs[:2], ls[:2])):
+        raise ValueError(f"confidence: expected shape [N, Np, C] with N, Np of location "
+                         f"{ls[:2]}, received {cs}")
+    if _known(ls[1]) and ls[1] == 0:
+        raise ValueError(f"location: expected at least one prior (Np > 0), received shape {ls}")
+    if _known(cs[2]) and cs[2] == 0:
+        raise ValueError(f"confidence: expected at least one class (C > 0), received shape {cs}")
+    bs, gs, ps = list(gt_box.shape), list(gt_label.shape), list(prior_box.shape)
+    if len(bs) != 2 or bs[1] != 4:
+        raise ValueError(f"gt_box: expected shape [Ng, 4], received {bs}")
+    if not (len(gs) == 1 or (len(gs) == 2 and gs[1] == 1)):
+        raise ValueError(f"gt_label: expected shape [Ng, 1] or [Ng], received {gs}")
+    if _known(gs[0], bs[0]) and gs[0] != bs[0]:
+        raise ValueError(f"gt_label: expected one label per gt_box row ({bs[0]}), "
+                         f"received shape {gs}")
+    if _dtype(gt_label) not in _LABEL_DTYPES:
+        raise TypeError(f"gt_label: expected dtype int32, int64, float32 or float64, "
+                        f"received {_dtype(gt_label)}")
+    if len(ps) != 2 or ps[1] != 4 or (_known(ps[0], ls[1]) and ps[0] != ls[1]):
+        raise ValueError(f"prior_box: expected shape [Np, 4] = [{ls[1]}, 4], received {ps}")
+
+
+def _to_tensor(array):
+    """A constant tensor in any mode (assign adds an op to a static program)."""
+    if paddle.in_dynamic_mode():
+        return paddle.to_tensor(array)
+    return paddle.assign(array)
+
+
+def _variance_tensor(prior_box_var, prior_box, dtype):
+    if prior_box_var is None or _is_tensor(prior_box_var):
+        if prior_box_var is not None:
+            vs, np_ = list(prior_box_var.shape), prior_box.shape[0]
+            four = vs in ([4], [1, 4])
+            if not four and (len(vs) != 2 or vs[1] != 4 or (_known(np_, vs[0]) and vs[0] != np_)):
+                raise ValueError(f"prior_box_var: expected shape [Np, 4] = [{np_}, 4] or 4 "
+                                 f"values, received {vs}")
+            if _dtype(prior_box_var) != dtype:
+                raise TypeError(f"prior_box_var: expected dtype {dtype} (that of location), "
+                                f"received {_dtype(prior_box_var)}")
+        return prior_box_var
+    values = np.asarray(prior_box_var)
+    if values.dtype.kind not in "iuf" or values.shape not in ((4,), (prior_box.shape[0], 4)):
+        raise ValueError(f"prior_box_var: expected None, a [Np, 4] tensor or 4 numbers, "
+                         f"received {prior_box_var!r}")
+    return _to_tensor(values.astype(dtype))
+
+
+def _lengths_tensor(gt_lengths, location, gt_box):
+    if gt_lengths is None:
+        return None
+    n, ng = location.shape[0], gt_box.shape[0]
+    if _is_tensor(gt_lengths):
+        if _dtype(gt_lengths) not in _LENGTH_DTYPES or len(gt_lengths.shape) != 1:
+            raise TypeError(f"gt_lengths: expected a 1-D int32/int64 tensor, received "
+                            f"{_dtype(gt_lengths)} of shape {_shape_str(gt_lengths)}")
+        if _known(n, gt_lengths.shape[0]) and gt_lengths.shape[0] != n:
+            raise ValueError(f"gt_lengths: expected one count per image (N = {n}), received "
+                             f"{gt_lengths.shape[0]} values")
+        return gt_lengths
+    if isinstance(gt_lengths, np.ndarray):
+        gt_lengths = gt_lengths.tolist()
+    if not isinstance(gt_lengths, (list, tuple)):
+        raise TypeError(f"gt_lengths: expected a list of ints or a 1-D int tensor, received "
+                        f"{type(gt_lengths).__name__}")
+    lengths = [_as_int("gt_lengths", v) for v in gt_lengths]
+    if _known(n) and len(lengths) != n:
+        raise ValueError(f"gt_lengths: expected one count per image (N = {n}), received "
+                         f"{len(lengths)} values")
+    if any(v < 0 for v in lengths):
+        raise ValueError(f"gt_lengths: expected counts >= 0, received {lengths}")
+    if _known(ng) and sum(lengths) != ng:
+        raise ValueError(f"gt_lengths: expected counts summing to the number of gt_box rows "
+                         f"({ng}), received {lengths} (sum {sum(lengths)})")
+    return _to_tensor(np.asarray(lengths, dtype="int64"))
+
+
+def _concat_per_image(gt_box, gt_label, gt_lengths, dynamic):
+    """Lists of per-image tensors (dygraph) -> concatenated tensors and their lengths."""
+    if not dynamic:
+        raise TypeError("gt_box: lists of per-image tensors are accepted in dygraph only; in a "
+                        "static program feed a LoDTensor or pass gt_lengths")
+    if not isinstance(gt_box, (list, tuple)) or not isinstance(gt_label, (list, tuple)):
+        raise TypeError("gt_box, gt_label: expected both to be lists of per-image tensors, "
+                        f"received {type(gt_box).__name__} and {type(gt_label).__name__}")
+    if len(gt_box) != len(gt_label):
+        raise ValueError(f"gt_label: expected one tensor per image like gt_box ({len(gt_box)}), "
+                         f"received {len(gt_label)}")
+    if gt_lengths is not None:
+        raise ValueError("gt_lengths: must be None when gt_box is a list of per-image tensors "
+                         "(the list already gives the boxes per image)")
+    if not gt_box:
+        raise ValueError("gt_box: expected one tensor per image, received an empty list")
+    for i, (b, l) in enumerate(zip(gt_box, gt_label)):
+        _check_tensor(f"gt_box[{i}]", b)
+        _check_tensor(f"gt_label[{i}]", l)
+    lengths = [int(b.shape[0]) for b in gt_box]
+    boxes = paddle.concat([b.reshape([-1, 4]) for b in gt_box], axis=0)
+    labels = paddle.concat([l.reshape([-1]) for l in gt_label], axis=0)
+    return boxes, labels, lengths
+
+
+def _require_gt_layout(location, gt_box):
+    """In dygraph, N > 1 needs gt_lengths (or the rare eager tensor carrying a LoD)."""
+    if location.shape[0] <= 1:
+        return
+    try:
+        has_lod = bool(gt_box.get_tensor().lod())
+    except (AttributeError, RuntimeError):
+        has_lod = False
+    if not has_lod:
+        raise ValueError(
+            f"gt_box: cannot tell which of its {gt_box.shape[0]} boxes belong to which of the "
+            f"{location.shape[0]} images. Pass gt_lengths=[boxes of image 0, image 1, ...], or "
+            "lists of per-image tensors as gt_box and gt_label (in a static program, feed gt_box "
+            "as a LoDTensor with one LoD segment per image).")
+
+
+# ---------------------------------------------------------------------------------------------
+# dispatch
+
+def _in_pir_mode():
+    in_pir = getattr(paddle.framework, "in_pir_mode", None)
+    return bool(in_pir and in_pir())
+
+
+def _run_custom_op(*args):
+    run = getattr(paddle._C_ops, "_run_custom_op", None)
+    if run is None:  # Paddle 2.6
+        run = paddle.base.core.eager._run_custom_op
+    return run(OP_NAME, *args)
+
+
+_INPUT_NAMES = ("Location", "Confidence", "GtBox", "GtLabel", "PriorBox", "PriorBoxVar",
+                "GtLengths")
+_OPTIONAL_INPUTS = ("PriorBoxVar", "GtLengths")
+_OUTPUTS = (("Loss", None), ("MatchIndices", "int32"), ("TargetClass", "int32"),
+            ("LocTarget", None), ("SoftmaxStats", None), ("Normalizer", None))
+_ATTR_NAMES = ("background_label", "overlap_threshold", "neg_pos_ratio", "neg_overlap",
+               "loc_loss_weight", "conf_loss_weight", "match_type", "mining_type", "normalize",
+               "sample_size")
+
+
+def _append_legacy_op(inputs, attrs, dtype, name):
+    from paddle.base.layer_helper import LayerHelper
+
+    location, confidence = inputs[0], inputs[1]
+    # Legacy static graphs fail to build the grad op when only one of the two differentiable
+    # inputs needs a gradient; a differentiable copy of the frozen one avoids that.
+    if location.stop_gradient != confidence.stop_gradient:
+        if location.stop_gradient:
+            location = _differentiable_copy(location)
+        else:
+            confidence = _differentiable_copy(confidence)
+        inputs = (location, confidence) + tuple(inputs[2:])
+
+    helper = LayerHelper(OP_NAME, name=name)
+    op_inputs = {}
+    for key, value in zip(_INPUT_NAMES, inputs):
+        if key in _OPTIONAL_INPUTS:
+            if value is not None:
+                op_inputs[key + "@OPTIONAL"] = value
+        else:
+            op_inputs[key] = value
+    outputs = {key: helper.create_variable_for_type_inference(out_dtype or dtype)
+               for key, out_dtype in _OUTPUTS}
+    helper.append_op(type=OP_NAME, inputs=op_inputs, outputs=outputs,
+                     attrs=dict(zip(_ATTR_NAMES, attrs)))
+    for key, _ in _OUTPUTS[1:]:
+        outputs[key].stop_gradient = True
+    return outputs["Loss"]
+
+
+def _differentiable_copy(x):
+    copy = paddle.scale(x, 1.0)
+    copy.stop_gradient = False
+    return copy

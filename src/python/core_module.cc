@@ -1,0 +1,181 @@
+// pybind11 binding of the framework-free core (NumPy in, NumPy out): lets the kernels be tested,
+// sanitized and benchmarked without Paddle.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ssd_loss/parallel.h"
+#include "ssd_loss/ssd_loss.h"
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename T>
+using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+void require(const std::string& err) {
+  if (!err.empty()) throw py::value_error(err);
+}
+
+void require(bool ok, const std::string& msg) {
+  if (!ok) throw py::value_error(msg);
+}
+
+ssd_loss::Options make_options(int64_t background_label, float overlap_threshold,
+                               float neg_pos_ratio, float loc_loss_weight, float conf_loss_weight,
+                               const std::string& match_type, bool normalize) {
+  require(match_type == "bipartite" || match_type == "per_prediction",
+          "match_type: expected 'bipartite' or 'per_prediction', received '" + match_type + "'");
+  ssd_loss::Options opt;
+  opt.background_label = background_label;
+  opt.overlap_threshold = overlap_threshold;
+  opt.neg_pos_ratio = neg_pos_ratio;
+  opt.loc_loss_weight = loc_loss_weight;
+  opt.conf_loss_weight = conf_loss_weight;
+  opt.match_type = match_type == "bipartite" ? ssd_loss::MatchType::kBipartite
+                                             : ssd_loss::MatchType::kPerPrediction;
+  opt.normalize = normalize;
+  return opt;
+}
+
+template <typename T>
+py::dict forward(Array<T> location, Array<T> confidence, Array<T> gt_box, Array<int64_t> gt_label,
+                 Array<int64_t> gt_lengths, Array<T> prior_box, Array<T> prior_var,
+                 const ssd_loss::Options& opt) {
+  require(location.ndim() == 3 && location.shape(2) == 4, "location: expected shape [N, Np, 4]");
+  const int64_t n = location.shape(0), np = location.shape(1);
+  require(confidence.ndim() == 3 && confidence.shape(0) == n && confidence.shape(1) == np,
+          "confidence: expected shape [N, Np, C]");
+  const int64_t nc = confidence.shape(2);
+  require(np > 0 && nc > 0, "location/confidence: expected Np > 0 and C > 0");
+  require(gt_box.ndim() == 2 && gt_box.shape(1) == 4, "gt_box: expected shape [Ng, 4]");
+  const int64_t ng = gt_box.shape(0);
+  require(gt_label.size() == ng, "gt_label: expected one label per gt_box row");
+  require(gt_lengths.size() == n, "gt_lengths: expected one count per image");
+  require(prior_box.ndim() == 2 && prior_box.shape(0) == np && prior_box.shape(1) == 4,
+          "prior_box: expected shape [Np, 4]");
+  require(prior_var.size() == 4 || prior_var.size() == np * 4,
+          "prior_box_var: expected shape [Np, 4] or 4 values");
+  require(opt.background_label >= 0 && opt.background_label < nc,
+          "background_label: expected a class id in [0, C)");
+  std::vector<int64_t> offsets(n + 1, 0);
+  for (int64_t i = 0; i < n; ++i) offsets[i + 1] = offsets[i] + gt_lengths.data()[i];
+  require(ssd_loss::check_gt_offsets(offsets.data(), n, ng));
+  require(ssd_loss::check_labels(gt_label.data(), ng, nc));
+
+  Array<T> loss({n, int64_t{1}}), normalizer({int64_t{1}}), loc_target({n, np, int64_t{4}}),
+      stats({n, np, int64_t{2}});
+  Array<int32_t> match({n, np}), target_class({n, np});
+  ssd_loss::ForwardInputs<T> in;
+  in.location = location.data();
+  in.confidence = confidence.data();
+  in.gt_box = gt_box.data();
+  in.gt_label = gt_label.data();
+  in.gt_offsets = offsets.data();
+  in.prior_box = prior_box.data();
+  in.prior_var = prior_var.data();
+  in.prior_var_shared = prior_var.size() == 4 && np != 1;
+  ssd_loss::ForwardOutputs<T> out;
+  out.loss = loss.mutable_data();
+  out.normalizer = normalizer.mutable_data();
+  out.saved.match = match.mutable_data();
+  out.saved.target_class = target_class.mutable_data();
+  out.saved.loc_target = loc_target.mutable_data();
+  out.saved.softmax_stats = stats.mutable_data();
+  {
+    py::gil_scoped_release release;
+    ssd_loss::forward(in, {n, np, nc}, opt, out);
+  }
+  py::dict result;
+  result["loss"] = loss;
+  result["normalizer"] = normalizer;
+  result["match"] = match;
+  result["target_class"] = target_class;
+  result["loc_target"] = loc_target;
+  result["softmax_stats"] = stats;
+  return result;
+}
+
+template <typename T>
+py::tuple backward(Array<T> location, Array<T> confidence, Array<T> grad_loss,
+                   const py::dict& saved, const ssd_loss::Options& opt) {
+  const int64_t n = location.shape(0), np = location.shape(1), nc = confidence.shape(2);
+  require(grad_loss.size() == n, "grad_loss: expected one value per image");
+  Array<T> normalizer = saved["normalizer"].cast<Array<T>>();
+  Array<int32_t> match = saved["match"].cast<Array<int32_t>>();
+  Array<int32_t> target_class = saved["target_class"].cast<Array<int32_t>>();
+  Array<T> loc_target = saved["loc_target"].cast<Array<T>>();
+  Array<T> stats = saved["softmax_stats"].cast<Array<T>>();
+  require(match.size() == n * np && target_class.size() == n * np &&
+              loc_target.size() == n * np * 4 && stats.size() == n * np * 2,
+          "saved: expected the forward result of these inputs");
+  Array<T> grad_location({n, np, int64_t{4}}), grad_confidence({n, np, nc});
+  ssd_loss::BackwardInputs<T> in;
+  in.location = location.data();
+  in.confidence = confidence.data();
+  in.grad_loss = grad_loss.data();
+  in.normalizer = normalizer.data();
+  in.match = match.data();
+  in.target_class = target_class.data();
+  in.loc_target = loc_target.data();
+  in.softmax_stats = stats.data();
+  ssd_loss::BackwardOutputs<T> out;
+  out.grad_location = grad_location.mutable_data();
+  out.grad_confidence = grad_confidence.mutable_data();
+  {
+    py::gil_scoped_release release;
+    ssd_loss::backward(in, {n, np, nc}, opt, out);
+  }
+  return py::make_tuple(grad_location, grad_confidence);
+}
+
+bool is_double(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "Framework-free core of the fused SSD loss (NumPy in, NumPy out).";
+  m.def(
+      "forward",
+      [](py::array location, py::array confidence, py::array gt_box, Array<int64_t> gt_label,
+         Array<int64_t> gt_lengths, py::array prior_box, py::array prior_box_var,
+         int64_t background_label, float overlap_threshold, float neg_pos_ratio,
+         float loc_loss_weight, float conf_loss_weight, const std::string& match_type,
+         bool normalize) -> py::dict {
+        const auto opt = make_options(background_label, overlap_threshold, neg_pos_ratio,
+                                      loc_loss_weight, conf_loss_weight, match_type, normalize);
+        if (is_double(location)) {
+          return forward<double>(location, confidence, gt_box, gt_label, gt_lengths, prior_box,
+                                 prior_box_var, opt);
+        }
+        return forward<float>(location, confidence, gt_box, gt_label, gt_lengths, prior_box,
+                              prior_box_var, opt);
+      },
+      py::arg("location"), py::arg("confidence"), py::arg("gt_box"), py::arg("gt_label"),
+      py::arg("gt_lengths"), py::arg("prior_box"), py::arg("prior_box_var"),
+      py::arg("background_label") = 0, py::arg("overlap_threshold") = 0.5f,
+      py::arg("neg_pos_ratio") = 3.0f, py::arg("loc_loss_weight") = 1.0f,
+      py::arg("conf_loss_weight") = 1.0f, py::arg("match_type") = "per_prediction",
+      py::arg("normalize") = true,
+      "Forward pass; returns a dict with loss [N, 1] and the state saved for backward.");
+  m.def(
+      "backward",
+      [](py::array location, py::array confidence, py::array grad_loss, const py::dict& saved,
+         float loc_loss_weight, float conf_loss_weight) -> py::tuple {
+        ssd_loss::Options opt;
+        opt.loc_loss_weight = loc_loss_weight;
+        opt.conf_loss_weight = conf_loss_weight;
+        if (is_double(location)) return backward<double>(location, confidence, grad_loss, saved, opt);
+        return backward<float>(location, confidence, grad_loss, saved, opt);
+      },
+      py::arg("location"), py::arg("confidence"), py::arg("grad_loss"), py::arg("saved"),
+      py::arg("loc_loss_weight") = 1.0f, py::arg("conf_loss_weight") = 1.0f,
+      "Backward pass; returns (grad_location, grad_confidence).");
+  m.def("set_num_threads", &ssd_loss::set_num_threads, py::arg("n"),
+        "Threads of the CPU kernels in this module; n <= 0 restores the default.");
+  m.def("num_threads", &ssd_loss::num_threads);
+}
