@@ -1,0 +1,64 @@
+# `make demo` and `make test` work on a fresh clone: they create their own virtualenvs, install
+# Paddle and this package into them, and run. Nothing installed by hand is used.
+PYTHON ?= python3
+VENV ?= .venv
+VENV26 ?= .venv-paddle2.6
+PADDLE ?= 3.3.1
+PADDLE26 ?= 2.6.2
+DEPS := numpy pybind11 pytest hypothesis wheel "setuptools>=70.1" matplotlib
+PACKAGE_SOURCES := setup.py pyproject.toml $(shell find src include paddle_ssd_op -type f \
+	\( -name '*.cc' -o -name '*.h' -o -name '*.cu' -o -name '*.py' \) 2>/dev/null)
+PYTEST_ARGS ?=
+JOBS ?= 2
+
+.PHONY: demo test test-python test-cpp test-sanitize test-fast bench fuzz clean
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python examples/demo.py
+
+# Every test on both supported Paddle versions, slow ones included, plus the C++ core tests.
+test: test-python test-cpp
+
+test-python: $(VENV)/.installed $(VENV26)/.installed
+	$(VENV)/bin/pytest -q -m "slow or not slow" $(PYTEST_ARGS) tests
+	$(VENV26)/bin/pytest -q -m "slow or not slow" $(PYTEST_ARGS) tests
+
+# Quick loop while developing: Paddle 3.3 only, slow tests skipped.
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS) tests
+
+test-cpp: $(VENV)/.deps
+	cmake -S . -B build/cmake -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=$(abspath $(VENV))/bin/python
+	cmake --build build/cmake -j$(JOBS)
+	ctest --test-dir build/cmake --output-on-failure
+
+test-sanitize:
+	cmake -S . -B build/cmake-asan -DCMAKE_BUILD_TYPE=Debug -DSSD_LOSS_SANITIZE=ON -DSSD_LOSS_BUILD_PYTHON=OFF
+	cmake --build build/cmake-asan -j$(JOBS)
+	ctest --test-dir build/cmake-asan --output-on-failure
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_cpu.py
+
+fuzz: $(VENV)/.installed
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q tests/test_random.py
+
+$(VENV)/.deps:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q paddlepaddle==$(PADDLE) $(DEPS)
+	touch $@
+
+$(VENV26)/.deps:
+	$(PYTHON) -m venv $(VENV26)
+	$(VENV26)/bin/pip install -q --upgrade pip
+	$(VENV26)/bin/pip install -q paddlepaddle==$(PADDLE26) $(DEPS)
+	touch $@
+
+# The operator library is tied to the exact Paddle it is built against: build it in each venv.
+%/.installed: %/.deps $(PACKAGE_SOURCES)
+	$*/bin/pip install -q --no-build-isolation --no-deps --force-reinstall .
+	touch $@
+
+clean:
+	rm -rf build $(VENV) $(VENV26) *.egg-info
