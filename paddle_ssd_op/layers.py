@@ -18,6 +18,9 @@ _LABEL_DTYPES = ("int32", "int64", "float32", "float64")
 _LENGTH_DTYPES = ("int32", "int64")
 
 
+# Under paddle.jit.to_static (AST), converting this wrapper would turn ``x.shape`` into tensors
+# and break its plain-Python argument checks; it needs no conversion (no tensor control flow).
+@paddle.jit.not_to_static
 def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=None,
              background_label=0, overlap_threshold=0.5, neg_pos_ratio=3.0, neg_overlap=0.5,
              loc_loss_weight=1.0, conf_loss_weight=1.0, match_type="per_prediction",
@@ -200,13 +203,6 @@ def _check_shapes(location, confidence, gt_box, gt_label, prior_box):
         raise ValueError(f"prior_box: expected shape [Np, 4] = [{ls[1]}, 4], received {ps}")
 
 
-def _to_tensor(array):
-    """A constant tensor in any mode (assign adds an op to a static program)."""
-    if paddle.in_dynamic_mode():
-        return paddle.to_tensor(array)
-    return paddle.assign(array)
-
-
 def _variance_tensor(prior_box_var, prior_box, dtype):
     if prior_box_var is None or _is_tensor(prior_box_var):
         if prior_box_var is not None:
@@ -223,7 +219,15 @@ def _variance_tensor(prior_box_var, prior_box, dtype):
     if values.dtype.kind not in "iuf" or values.shape not in ((4,), (prior_box.shape[0], 4)):
         raise ValueError(f"prior_box_var: expected None, a [Np, 4] tensor or 4 numbers, "
                          f"received {prior_box_var!r}")
-    return _to_tensor(values.astype(dtype))
+    if paddle.in_dynamic_mode():
+        return paddle.to_tensor(values.astype(dtype))
+    if values.shape == (4,):
+        # Not paddle.assign: Paddle 2.6 stores a float64 constant as float32.
+        return paddle.concat([paddle.full([1], float(v), dtype) for v in values])
+    if dtype == "float64" and not _in_pir_mode():
+        raise TypeError("prior_box_var: a float64 [Np, 4] array cannot be embedded in a Paddle 2.6 "
+                        "static program exactly; feed it as a tensor (paddle.static.data)")
+    return paddle.assign(values.astype(dtype))
 
 
 def _lengths_tensor(gt_lengths, location, gt_box):
@@ -252,7 +256,8 @@ def _lengths_tensor(gt_lengths, location, gt_box):
     if _known(ng) and sum(lengths) != ng:
         raise ValueError(f"gt_lengths: expected counts summing to the number of gt_box rows "
                          f"({ng}), received {lengths} (sum {sum(lengths)})")
-    return _to_tensor(np.asarray(lengths, dtype="int64"))
+    lengths = np.asarray(lengths, dtype="int64")
+    return paddle.to_tensor(lengths) if paddle.in_dynamic_mode() else paddle.assign(lengths)
 
 
 def _concat_per_image(gt_box, gt_label, gt_lengths, dynamic):

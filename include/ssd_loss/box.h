@@ -12,6 +12,7 @@
 #else
 #define SSD_HOST_DEVICE inline
 #endif
+#define SSD_RESTRICT __restrict__
 
 namespace ssd_loss {
 
@@ -23,17 +24,27 @@ SSD_HOST_DEVICE T clamp_min_zero(T x) {
   return x > T(0) ? x : T(0);
 }
 
-// IoU of two (xmin, ymin, xmax, ymax) boxes in normalized coordinates (no "+1" pixel convention).
-// Areas are not clamped; the 1e-10 term keeps two identical zero-area boxes at IoU 0. Degenerate,
-// inverted or NaN boxes give 0, a negative value or NaN, all of which fail `iou >= kMinOverlap`.
 template <typename T>
-SSD_HOST_DEVICE T iou(const T* a, const T* b) {
-  const T area_a = (a[3] - a[1]) * (a[2] - a[0]);
-  const T area_b = (b[3] - b[1]) * (b[2] - b[0]);
-  const T iw = clamp_min_zero((a[2] < b[2] ? a[2] : b[2]) - (a[0] > b[0] ? a[0] : b[0]));
-  const T ih = clamp_min_zero((a[3] < b[3] ? a[3] : b[3]) - (a[1] > b[1] ? a[1] : b[1]));
+SSD_HOST_DEVICE T box_area(T x1, T y1, T x2, T y2) {
+  return (y2 - y1) * (x2 - x1);
+}
+
+// IoU of two (xmin, ymin, xmax, ymax) boxes in normalized coordinates (no "+1" pixel convention),
+// given their areas (box_area). Areas are not clamped; the 1e-10 term keeps two identical
+// zero-area boxes at IoU 0. Degenerate, inverted or NaN boxes give 0, a negative value or NaN,
+// all of which fail `is_overlap`. Written branch-free so that loops over priors vectorize.
+template <typename T>
+SSD_HOST_DEVICE T iou(T ax1, T ay1, T ax2, T ay2, T area_a, T bx1, T by1, T bx2, T by2, T area_b) {
+  const T iw = clamp_min_zero((ax2 < bx2 ? ax2 : bx2) - (ax1 > bx1 ? ax1 : bx1));
+  const T ih = clamp_min_zero((ay2 < by2 ? ay2 : by2) - (ay1 > by1 ? ay1 : by1));
   const T inter = iw * ih;
   return inter / (((area_a + area_b) - inter) + T(1e-10));
+}
+
+template <typename T>
+SSD_HOST_DEVICE T iou(const T* a, const T* b) {
+  return iou(a[0], a[1], a[2], a[3], box_area(a[0], a[1], a[2], a[3]), b[0], b[1], b[2], b[3],
+             box_area(b[0], b[1], b[2], b[3]));
 }
 
 // True when `overlap` is a usable match (also false for NaN).

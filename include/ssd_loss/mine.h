@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "ssd_loss/bits.h"
+
 namespace ssd_loss {
 
 // Number of negatives to mine: trunc(float32(P) * float32(ratio)), at most the candidates.
@@ -29,11 +31,27 @@ struct HarderNegative {
   }
 };
 
+// The same order for a float loss as one integer key (smaller = harder), so that selection
+// compares plain integers: high word = the loss bits flipped to sort descending (NaN -> 0, first),
+// low word = the prior index.
+SSD_HOST_DEVICE uint64_t hardness_key(float loss, int32_t prior) {
+  const uint32_t b = float_bits(loss + 0.f);  // + 0 turns -0 into +0: they are equal losses
+  const uint32_t ascending = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  const uint32_t high = loss != loss ? 0u : ~ascending;
+  return (static_cast<uint64_t>(high) << 32) | static_cast<uint32_t>(prior);
+}
+
 // Moves the k hardest of candidates[0..count) to the front (in no particular order).
 template <typename T>
 void select_hardest(int32_t* candidates, int64_t count, int64_t k, const T* loss) {
   if (k <= 0 || k >= count) return;
   std::nth_element(candidates, candidates + k, candidates + count, HarderNegative<T>{loss});
+}
+
+// The same on keys made by hardness_key.
+inline void select_hardest(uint64_t* keys, int64_t count, int64_t k) {
+  if (k <= 0 || k >= count) return;
+  std::nth_element(keys, keys + k, keys + count);
 }
 
 }  // namespace ssd_loss

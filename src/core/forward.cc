@@ -1,8 +1,11 @@
 // CPU forward of the fused SSD loss: per image, IoU -> matching -> encoding -> cross-entropy ->
 // mining -> loss, then the batch-wide normalization (spec §3).
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <vector>
 
+#include "cpu_kernels.h"
 #include "ssd_loss/box.h"
 #include "ssd_loss/match.h"
 #include "ssd_loss/mine.h"
@@ -16,17 +19,39 @@ namespace {
 template <typename T>
 struct ImageWorkspace {
   MatchWorkspace<T> match;
-  std::vector<T> mining_loss;        // [Np] cross-entropy against each prior's provisional label
-  std::vector<int32_t> candidates;   // unmatched priors
+  std::vector<T> mining_loss;       // [Np] cross-entropy against each prior's provisional label
+  std::vector<int32_t> candidates;  // unmatched priors
+  std::vector<uint64_t> keys;       // their hardness keys (float losses)
 };
 
+// Marks the num_neg hardest unmatched priors as background in target_class.
+void mine_negatives(ImageWorkspace<float>& ws, int64_t num_neg, int64_t background,
+                    int32_t* target_class) {
+  const int64_t count = static_cast<int64_t>(ws.candidates.size());
+  ws.keys.resize(count);
+  for (int64_t k = 0; k < count; ++k) {
+    ws.keys[k] = hardness_key(ws.mining_loss[ws.candidates[k]], ws.candidates[k]);
+  }
+  select_hardest(ws.keys.data(), count, num_neg);
+  for (int64_t k = 0; k < num_neg; ++k) {
+    target_class[static_cast<uint32_t>(ws.keys[k])] = static_cast<int32_t>(background);
+  }
+}
+
+void mine_negatives(ImageWorkspace<double>& ws, int64_t num_neg, int64_t background,
+                    int32_t* target_class) {
+  const int64_t count = static_cast<int64_t>(ws.candidates.size());
+  select_hardest(ws.candidates.data(), count, num_neg, ws.mining_loss.data());
+  for (int64_t k = 0; k < num_neg; ++k) {
+    target_class[ws.candidates[k]] = static_cast<int32_t>(background);
+  }
+}
+
 template <typename T>
-SoftmaxStats<T> softmax_stats(const T* logits, int64_t num_classes) {
-  T m = logits[0];
-  for (int64_t c = 1; c < num_classes; ++c) m = logits[c] > m ? logits[c] : m;
-  T sum = T(0);
-  for (int64_t c = 0; c < num_classes; ++c) sum += std::exp(clamp_shifted_logit(logits[c] - m));
-  return {m, sum};
+bool all_finite(const T* x, int64_t n) {
+  bool finite = true;
+  for (int64_t k = 0; k < n; ++k) finite &= std::fabs(x[k]) <= std::numeric_limits<T>::max();
+  return finite;
 }
 
 // Forward of image i; returns its positive count and writes its unnormalized loss sum.
@@ -47,51 +72,52 @@ int64_t forward_image(const ForwardInputs<T>& in, const Sizes& sz, const Options
 
   match_image(gts, num_gt, in.prior_box, np, opt.match_type == MatchType::kPerPrediction,
               static_cast<T>(opt.overlap_threshold), ws.match, match);
+  cpu::softmax_stats_rows(conf, np, nc, stats);
 
   // Targets and the mining loss: one cross-entropy per prior serves mining and the final loss,
   // since max_negative mining gives every unmatched prior the background label (spec §3.3).
   ws.mining_loss.resize(np);
   ws.candidates.clear();
+  std::fill(loc_target, loc_target + 4 * np, T(0));
   int64_t num_pos = 0;
   for (int64_t p = 0; p < np; ++p) {
     const int32_t g = match[p];
-    T* t = loc_target + 4 * p;
-    int64_t label;
+    int64_t label = opt.background_label;
     if (g >= 0) {
       ++num_pos;
       const T* var = in.prior_var + (in.prior_var_shared ? 0 : 4 * p);
-      encode(gts + 4 * g, in.prior_box + 4 * p, var, t);
+      encode(gts + 4 * g, in.prior_box + 4 * p, var, loc_target + 4 * p);
       label = labels[g];
       target_class[p] = static_cast<int32_t>(label);
     } else {
-      t[0] = t[1] = t[2] = t[3] = T(0);
-      label = opt.background_label;
       target_class[p] = -1;
       ws.candidates.push_back(static_cast<int32_t>(p));
     }
-    const SoftmaxStats<T> s = softmax_stats(conf + p * nc, nc);
-    stats[2 * p] = s.max;
-    stats[2 * p + 1] = s.sum;
+    const SoftmaxStats<T> s{stats[2 * p], stats[2 * p + 1]};
     ws.mining_loss[p] = cross_entropy(conf + p * nc, label, s);
   }
 
-  const int64_t num_cand = static_cast<int64_t>(ws.candidates.size());
-  const int64_t num_neg = num_negatives(num_pos, opt.neg_pos_ratio, num_cand);
-  select_hardest(ws.candidates.data(), num_cand, num_neg, ws.mining_loss.data());
-  for (int64_t k = 0; k < num_neg; ++k) {
-    target_class[ws.candidates[k]] = static_cast<int32_t>(opt.background_label);
-  }
+  const int64_t num_neg = num_negatives(num_pos, opt.neg_pos_ratio,
+                                        static_cast<int64_t>(ws.candidates.size()));
+  mine_negatives(ws, num_neg, opt.background_label, target_class);
 
-  // Every prior contributes weight * loss, so a NaN/Inf input anywhere in the image reaches its
-  // loss (0 * NaN = NaN), as in the original.
+  // As in the original, where every prior contributes weight * loss (0 * NaN = NaN), a NaN or
+  // Inf in the image's location or cross-entropies makes its loss NaN.
+  if (!all_finite(loc, 4 * np) || !all_finite(ws.mining_loss.data(), np)) {
+    out.loss[i] = std::numeric_limits<T>::quiet_NaN();
+    return num_pos;
+  }
   const T conf_w = static_cast<T>(opt.conf_loss_weight), loc_w = static_cast<T>(opt.loc_loss_weight);
   double sum = 0.0;
   for (int64_t p = 0; p < np; ++p) {
-    T loc_loss = T(0);
-    for (int k = 0; k < 4; ++k) loc_loss += smooth_l1(loc[4 * p + k] - loc_target[4 * p + k]);
-    const T w_conf = target_class[p] >= 0 ? T(1) : T(0);
-    const T w_loc = match[p] >= 0 ? T(1) : T(0);
-    sum += static_cast<double>(conf_w * (w_conf * ws.mining_loss[p]) + loc_w * (w_loc * loc_loss));
+    if (target_class[p] < 0) continue;  // neither positive nor mined negative
+    T term = conf_w * ws.mining_loss[p];
+    if (match[p] >= 0) {
+      T loc_loss = T(0);
+      for (int k = 0; k < 4; ++k) loc_loss += smooth_l1(loc[4 * p + k] - loc_target[4 * p + k]);
+      term += loc_w * loc_loss;
+    }
+    sum += static_cast<double>(term);
   }
   out.loss[i] = static_cast<T>(sum);
   return num_pos;

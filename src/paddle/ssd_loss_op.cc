@@ -6,12 +6,34 @@
 
 #include "paddle/extension.h"
 #include "paddle/phi/core/dense_tensor.h"
+#include "paddle/phi/core/enforce.h"
 #include "ssd_loss/parallel.h"
 #include "ssd_loss/ssd_loss.h"
 
 namespace {
 
 using ssd_loss::MatchType;
+
+// Input errors are raised as Paddle's InvalidArgument, which reaches Python as ValueError with its
+// message in every mode of 2.6 and 3.x (PD_CHECK's exception loses its text in 3.x static programs).
+void append(std::ostringstream&) {}
+template <typename First, typename... Rest>
+void append(std::ostringstream& s, const First& first, const Rest&... rest) {
+  s << first;
+  append(s, rest...);
+}
+
+template <typename... Args>
+[[noreturn]] void throw_invalid(const Args&... args) {
+  std::ostringstream s;
+  append(s, args...);
+  PADDLE_THROW(phi::errors::InvalidArgument("%s", s.str().c_str()));
+}
+
+#define SSD_CHECK(cond, ...)                   \
+  do {                                         \
+    if (!(cond)) throw_invalid(__VA_ARGS__);   \
+  } while (0)
 
 std::string shape_str(const std::vector<int64_t>& shape) {
   std::ostringstream s;
@@ -26,7 +48,7 @@ std::vector<int64_t> lod_offsets(const paddle::Tensor& t, const char* name) {
   auto dense = std::dynamic_pointer_cast<phi::DenseTensor>(t.impl());
   if (!dense || dense->lod().empty()) return {};
   const auto& lod = dense->lod();
-  PD_CHECK(lod.size() == 1, name, ": expected a LoD of 1 level (one segment per image), received ",
+  SSD_CHECK(lod.size() == 1, name, ": expected a LoD of 1 level (one segment per image), received ",
            lod.size(), " levels");
   return std::vector<int64_t>(lod[0].begin(), lod[0].end());
 }
@@ -35,7 +57,7 @@ template <typename I>
 std::vector<int64_t> offsets_from_lengths(const I* lengths, int64_t n) {
   std::vector<int64_t> offsets(n + 1, 0);
   for (int64_t i = 0; i < n; ++i) {
-    PD_CHECK(lengths[i] >= 0, "gt_lengths: expected non-negative box counts, received ",
+    SSD_CHECK(lengths[i] >= 0, "gt_lengths: expected non-negative box counts, received ",
              static_cast<int64_t>(lengths[i]), " for image ", i);
     offsets[i + 1] = offsets[i] + static_cast<int64_t>(lengths[i]);
   }
@@ -50,36 +72,36 @@ std::vector<int64_t> gt_offsets(const paddle::Tensor& gt_box, const paddle::Tens
   std::vector<int64_t> offsets;
   if (gt_lengths) {
     const paddle::Tensor& len = *gt_lengths;
-    PD_CHECK(len.is_cpu(), "gt_lengths: expected a CPU tensor");
-    PD_CHECK(len.numel() == num_images, "gt_lengths: expected one count per image (N = ",
+    SSD_CHECK(len.is_cpu(), "gt_lengths: expected a CPU tensor");
+    SSD_CHECK(len.numel() == num_images, "gt_lengths: expected one count per image (N = ",
              num_images, "), received ", len.numel(), " values");
     if (len.dtype() == paddle::DataType::INT64) {
       offsets = offsets_from_lengths(len.data<int64_t>(), num_images);
     } else if (len.dtype() == paddle::DataType::INT32) {
       offsets = offsets_from_lengths(len.data<int32_t>(), num_images);
     } else {
-      PD_THROW("gt_lengths: expected dtype int32 or int64, received ", len.dtype());
+      throw_invalid("gt_lengths: expected dtype int32 or int64, received ", len.dtype());
     }
-    PD_CHECK(offsets[num_images] == num_gt, "gt_lengths: expected counts summing to the number of ",
+    SSD_CHECK(offsets[num_images] == num_gt, "gt_lengths: expected counts summing to the number of ",
              "gt_box rows ", num_gt, ", received a sum of ", offsets[num_images]);
   } else {
     const std::vector<int64_t> box_lod = lod_offsets(gt_box, "gt_box");
     const std::vector<int64_t> label_lod = lod_offsets(gt_label, "gt_label");
-    PD_CHECK(box_lod.empty() || label_lod.empty() || box_lod == label_lod,
+    SSD_CHECK(box_lod.empty() || label_lod.empty() || box_lod == label_lod,
              "gt_label: expected the same LoD as gt_box (the same boxes per image)");
     offsets = box_lod.empty() ? label_lod : box_lod;
     if (offsets.empty()) {
-      PD_CHECK(num_images == 1, "gt_box: cannot tell which boxes belong to which of the ",
+      SSD_CHECK(num_images == 1, "gt_box: cannot tell which boxes belong to which of the ",
                num_images, " images: feed gt_box as a LoDTensor with one LoD segment per image, ",
                "or pass gt_lengths (boxes per image)");
       offsets = {0, num_gt};
     }
-    PD_CHECK(static_cast<int64_t>(offsets.size()) == num_images + 1, "gt_box: expected a LoD with ",
+    SSD_CHECK(static_cast<int64_t>(offsets.size()) == num_images + 1, "gt_box: expected a LoD with ",
              num_images, " segments (one per image, N = location.shape[0]), received ",
              static_cast<int64_t>(offsets.size()) - 1);
   }
   const std::string err = ssd_loss::check_gt_offsets(offsets.data(), num_images, num_gt);
-  PD_CHECK(err.empty(), err);
+  SSD_CHECK(err.empty(), err);
   return offsets;
 }
 
@@ -105,24 +127,24 @@ std::vector<int64_t> labels_as_int64(const paddle::Tensor& gt_label, int64_t num
                              ? static_cast<double>(gt_label.data<float>()[g])
                              : gt_label.data<double>()[g];
         // Range check before the cast: truncating NaN or a huge value is undefined behaviour.
-        PD_CHECK(v > -1.0 && v < static_cast<double>(num_classes), "gt_label: expected class ids ",
+        SSD_CHECK(v > -1.0 && v < static_cast<double>(num_classes), "gt_label: expected class ids ",
                  "in [0, ", num_classes, ") (C = confidence.shape[2]), received ", v, " at row ", g);
         labels[g] = static_cast<int64_t>(v);
       }
       break;
     default:
-      PD_THROW("gt_label: expected dtype int32, int64, float32 or float64, received ",
+      throw_invalid("gt_label: expected dtype int32, int64, float32 or float64, received ",
                gt_label.dtype());
   }
   const std::string err = ssd_loss::check_labels(labels.data(), n, num_classes);
-  PD_CHECK(err.empty(), err);
+  SSD_CHECK(err.empty(), err);
   return labels;
 }
 
 ssd_loss::Options make_options(int background_label, float overlap_threshold, float neg_pos_ratio,
                                float loc_loss_weight, float conf_loss_weight,
                                const std::string& match_type, bool normalize) {
-  PD_CHECK(match_type == "bipartite" || match_type == "per_prediction",
+  SSD_CHECK(match_type == "bipartite" || match_type == "per_prediction",
            "match_type: expected 'bipartite' or 'per_prediction', received '", match_type, "'");
   ssd_loss::Options opt;
   opt.background_label = background_label;
@@ -141,36 +163,36 @@ void check_inputs(const paddle::Tensor& location, const paddle::Tensor& confiden
                   const paddle::optional<paddle::Tensor>& prior_box_var) {
   const auto& ls = location.shape();
   const auto& cs = confidence.shape();
-  PD_CHECK(ls.size() == 3 && ls[2] == 4, "location: expected shape [N, Np, 4], received ",
+  SSD_CHECK(ls.size() == 3 && ls[2] == 4, "location: expected shape [N, Np, 4], received ",
            shape_str(ls));
-  PD_CHECK(cs.size() == 3 && cs[0] == ls[0] && cs[1] == ls[1],
+  SSD_CHECK(cs.size() == 3 && cs[0] == ls[0] && cs[1] == ls[1],
            "confidence: expected shape [N, Np, C] = [", ls[0], ", ", ls[1], ", C], received ",
            shape_str(cs));
-  PD_CHECK(ls[1] > 0, "location: expected at least one prior (Np > 0), received shape ",
+  SSD_CHECK(ls[1] > 0, "location: expected at least one prior (Np > 0), received shape ",
            shape_str(ls));
-  PD_CHECK(cs[2] > 0, "confidence: expected at least one class (C > 0), received shape ",
+  SSD_CHECK(cs[2] > 0, "confidence: expected at least one class (C > 0), received shape ",
            shape_str(cs));
-  PD_CHECK(gt_box.shape().size() == 2 && gt_box.shape()[1] == 4,
+  SSD_CHECK(gt_box.shape().size() == 2 && gt_box.shape()[1] == 4,
            "gt_box: expected shape [Ng, 4], received ", shape_str(gt_box.shape()));
   const auto& gl = gt_label.shape();
-  PD_CHECK((gl.size() == 2 && gl[1] == 1) || gl.size() == 1,
+  SSD_CHECK((gl.size() == 2 && gl[1] == 1) || gl.size() == 1,
            "gt_label: expected shape [Ng, 1] or [Ng], received ", shape_str(gl));
-  PD_CHECK(gt_label.numel() == gt_box.shape()[0], "gt_label: expected one label per gt_box row (",
+  SSD_CHECK(gt_label.numel() == gt_box.shape()[0], "gt_label: expected one label per gt_box row (",
            gt_box.shape()[0], "), received ", gt_label.numel());
-  PD_CHECK(prior_box.shape().size() == 2 && prior_box.shape()[0] == ls[1] &&
+  SSD_CHECK(prior_box.shape().size() == 2 && prior_box.shape()[0] == ls[1] &&
                prior_box.shape()[1] == 4,
            "prior_box: expected shape [Np, 4] = [", ls[1], ", 4], received ",
            shape_str(prior_box.shape()));
   const auto dtype = location.dtype();
-  PD_CHECK(dtype == paddle::DataType::FLOAT32 || dtype == paddle::DataType::FLOAT64,
+  SSD_CHECK(dtype == paddle::DataType::FLOAT32 || dtype == paddle::DataType::FLOAT64,
            "location: expected dtype float32 or float64, received ", dtype);
-  PD_CHECK(confidence.dtype() == dtype && gt_box.dtype() == dtype && prior_box.dtype() == dtype,
+  SSD_CHECK(confidence.dtype() == dtype && gt_box.dtype() == dtype && prior_box.dtype() == dtype,
            "confidence, gt_box, prior_box: expected the dtype of location (", dtype,
            "), received ", confidence.dtype(), ", ", gt_box.dtype(), ", ", prior_box.dtype());
   if (prior_box_var) {
     const paddle::Tensor& v = *prior_box_var;
-    PD_CHECK(v.dtype() == dtype, "prior_box_var: expected dtype ", dtype, ", received ", v.dtype());
-    PD_CHECK(v.numel() == 4 || (v.shape().size() == 2 && v.shape()[0] == ls[1] && v.shape()[1] == 4),
+    SSD_CHECK(v.dtype() == dtype, "prior_box_var: expected dtype ", dtype, ", received ", v.dtype());
+    SSD_CHECK(v.numel() == 4 || (v.shape().size() == 2 && v.shape()[0] == ls[1] && v.shape()[1] == 4),
              "prior_box_var: expected shape [Np, 4] = [", ls[1], ", 4] or 4 values, received ",
              shape_str(v.shape()));
   }
@@ -190,7 +212,7 @@ std::vector<paddle::Tensor> SsdLossForward(
     float conf_loss_weight, const std::string& match_type, const std::string& mining_type,
     bool normalize, int sample_size) {
   check_inputs(location_in, confidence_in, gt_box_in, gt_label_in, prior_box_in, prior_box_var_in);
-  PD_CHECK(mining_type == "max_negative", "mining_type: expected 'max_negative', received '",
+  SSD_CHECK(mining_type == "max_negative", "mining_type: expected 'max_negative', received '",
            mining_type, "'");
   const paddle::Tensor location = on_host(location_in);
   const paddle::Tensor confidence = on_host(confidence_in);
@@ -199,7 +221,7 @@ std::vector<paddle::Tensor> SsdLossForward(
   const paddle::Tensor prior_box = on_host(prior_box_in);
 
   const int64_t n = location.shape()[0], np = location.shape()[1], nc = confidence.shape()[2];
-  PD_CHECK(background_label >= 0 && background_label < nc, "background_label: expected a class ",
+  SSD_CHECK(background_label >= 0 && background_label < nc, "background_label: expected a class ",
            "id in [0, ", nc, ") (C = confidence.shape[2]), received ", background_label);
   const ssd_loss::Options opt = make_options(background_label, overlap_threshold, neg_pos_ratio,
                                              loc_loss_weight, conf_loss_weight, match_type, normalize);
@@ -270,7 +292,7 @@ std::vector<paddle::Tensor> SsdLossBackward(
   const paddle::Tensor normalizer = on_host(normalizer_in);
   const paddle::Tensor grad_loss = on_host(grad_loss_in);
   const int64_t n = location.shape()[0], np = location.shape()[1], nc = confidence.shape()[2];
-  PD_CHECK(grad_loss.numel() == n, "loss gradient: expected ", n, " values, received ",
+  SSD_CHECK(grad_loss.numel() == n, "loss gradient: expected ", n, " values, received ",
            grad_loss.numel());
   const auto cpu = paddle::CPUPlace();
   paddle::Tensor grad_location = paddle::empty(location.shape(), location.dtype(), cpu);

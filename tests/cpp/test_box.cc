@@ -1,0 +1,222 @@
+// Box geometry (spec §3.1, §3.5, §3.7): IoU, encoding, smooth L1, and the clamped softmax.
+#include <cmath>
+#include <limits>
+
+#include "check.h"
+#include "ssd_loss/box.h"
+#include "ssd_loss/softmax.h"
+
+namespace {
+
+using ssd_loss::is_overlap;
+using ssd_loss::iou;
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+}  // namespace
+
+// ---- IoU -----------------------------------------------------------------------------------------
+
+TEST_CASE(iou, identical_boxes_give_one) {
+  const float a[4] = {0.1f, 0.2f, 0.5f, 0.7f};
+  CHECK_NEAR(iou(a, a), 1.0, 1e-6);
+  const double b[4] = {0.1, 0.2, 0.5, 0.7};
+  CHECK_NEAR(iou(b, b), 1.0, 1e-9);
+}
+
+TEST_CASE(iou, disjoint_and_touching_boxes_give_zero) {
+  const float a[4] = {0.f, 0.f, 0.5f, 0.5f};
+  const float far[4] = {0.6f, 0.6f, 1.f, 1.f};
+  const float touching[4] = {0.5f, 0.f, 1.f, 0.5f};  // shares the edge x = 0.5
+  CHECK_EQ(iou(a, far), 0.f);
+  CHECK_EQ(iou(far, a), 0.f);
+  CHECK_EQ(iou(a, touching), 0.f);
+  CHECK(!is_overlap(iou(a, far)));
+}
+
+TEST_CASE(iou, zero_area_identical_boxes_give_zero_not_nan) {
+  // 0 / (0 + 1e-10) = 0: the epsilon is what keeps this from being 0/0.
+  const float point[4] = {0.3f, 0.3f, 0.3f, 0.3f};
+  const float line[4] = {0.1f, 0.1f, 0.1f, 0.5f};
+  CHECK_EQ(iou(point, point), 0.f);
+  CHECK_EQ(iou(line, line), 0.f);
+  const double dpoint[4] = {0.3, 0.3, 0.3, 0.3};
+  CHECK_EQ(iou(dpoint, dpoint), 0.0);
+  CHECK(!is_overlap(iou(point, point)));
+}
+
+TEST_CASE(iou, tiny_identical_boxes_show_the_epsilon) {
+  // Spec §3.1: identical boxes of area 1e-9 give 1e-9 / (1e-9 + 1e-10) = 1 / 1.1, not 1.
+  const double a[4] = {0.0, 0.0, 1e-4, 1e-5};
+  CHECK_NEAR(iou(a, a), 1.0 / 1.1, 1e-6);
+}
+
+TEST_CASE(iou, hand_computed_partial_overlaps) {
+  const float gt[4] = {0.f, 0.f, 0.5f, 0.5f};
+  const float tall[4] = {0.f, 0.f, 0.5f, 0.6f};          // 0.25 / 0.3
+  const float shifted[4] = {0.25f, 0.25f, 0.75f, 0.75f};  // 0.0625 / 0.4375
+  CHECK_NEAR(iou(gt, tall), 0.25 / 0.3, 1e-6);
+  CHECK_NEAR(iou(gt, shifted), 1.0 / 7.0, 1e-6);
+  // Offset in both axes: areas 0.12 and 0.12, intersection 0.2 x 0.3 = 0.06, union 0.18.
+  const float a[4] = {0.1f, 0.2f, 0.4f, 0.6f};
+  const float b[4] = {0.2f, 0.1f, 0.5f, 0.5f};
+  CHECK_NEAR(iou(a, b), 1.0 / 3.0, 1e-6);
+  CHECK_EQ(iou(a, b), iou(b, a));
+}
+
+TEST_CASE(iou, inverted_and_nan_boxes_never_match) {
+  const float unit[4] = {0.f, 0.f, 1.f, 1.f};
+  const float inverted[4] = {0.5f, 0.5f, 0.2f, 0.2f};      // xmax < xmin and ymax < ymin
+  const float inverted_x[4] = {0.5f, 0.f, 0.2f, 1.f};      // negative area
+  const float inverted_x2[4] = {0.6f, 0.f, 0.1f, 1.f};     // with the above: negative union
+  CHECK(!is_overlap(iou(inverted, inverted)));
+  CHECK(!is_overlap(iou(inverted, unit)));
+  CHECK(!is_overlap(iou(unit, inverted_x)));
+  CHECK(!is_overlap(iou(inverted_x, inverted_x2)));
+  CHECK(!(iou(inverted_x, inverted_x2) > 0.f));  // 0 / negative union: -0 at most
+
+  const float nan_x[4] = {kNaN, 0.f, 1.f, 1.f};
+  const float nan_y[4] = {0.f, 0.f, 1.f, kNaN};
+  CHECK(std::isnan(iou(nan_x, unit)));
+  CHECK(std::isnan(iou(unit, nan_y)));
+  CHECK(!is_overlap(iou(nan_x, unit)));
+  CHECK(!is_overlap(iou(unit, nan_y)));
+  CHECK(!is_overlap(iou(nan_x, nan_x)));
+}
+
+TEST_CASE(iou, overlap_cutoff_is_inclusive_1e_6) {
+  CHECK(is_overlap(1e-6f));
+  CHECK(!is_overlap(std::nextafter(1e-6f, 0.f)));
+  CHECK(!is_overlap(0.f));
+  CHECK(!is_overlap(-0.f));
+  CHECK(!is_overlap(kNaN));
+  CHECK(is_overlap(1.0));
+}
+
+// ---- encoding ------------------------------------------------------------------------------------
+
+TEST_CASE(encode, hand_computed_with_variances) {
+  // prior: w = h = 0.4, centre (0.3, 0.4); gt: w 0.4, h 0.6, centre (0.4, 0.5).
+  const double prior[4] = {0.1, 0.2, 0.5, 0.6};
+  const double gt[4] = {0.2, 0.2, 0.6, 0.8};
+  const double var[4] = {0.1, 0.2, 0.3, 0.4};
+  double t[4];
+  ssd_loss::encode(gt, prior, var, t);
+  CHECK_NEAR(t[0], (0.1 / 0.4) / 0.1, 1e-9);        // 2.5
+  CHECK_NEAR(t[1], (0.1 / 0.4) / 0.2, 1e-9);        // 1.25
+  CHECK_NEAR(t[2], 0.0, 1e-9);                      // log(1)
+  CHECK_NEAR(t[3], std::log(1.5) / 0.4, 1e-9);      // 1.013663
+
+  const float fprior[4] = {0.1f, 0.2f, 0.5f, 0.6f};
+  const float fgt[4] = {0.2f, 0.2f, 0.6f, 0.8f};
+  const float fvar[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+  float ft[4];
+  ssd_loss::encode(fgt, fprior, fvar, ft);
+  for (int k = 0; k < 4; ++k) CHECK_NEAR(ft[k], t[k], 1e-5);
+}
+
+TEST_CASE(encode, spec_e1_target_of_prior_1) {
+  // Spec §9: prior [0,0,.5,.6] against gt [0,0,.5,.5] with variance (.1,.1,.2,.2).
+  const float prior[4] = {0.f, 0.f, 0.5f, 0.6f};
+  const float gt[4] = {0.f, 0.f, 0.5f, 0.5f};
+  const float var[4] = {0.1f, 0.1f, 0.2f, 0.2f};
+  float t[4];
+  ssd_loss::encode(gt, prior, var, t);
+  CHECK_NEAR(t[0], 0.0, 1e-7);
+  CHECK_NEAR(t[1], -0.833333, 1e-6);
+  CHECK_NEAR(t[2], 0.0, 1e-7);
+  CHECK_NEAR(t[3], -0.911608, 1e-6);
+}
+
+TEST_CASE(encode, prior_centre_is_min_plus_half_size) {
+  // For this prior, float32 min + (max - min)/2 and (min + max)/2 differ by one ulp; the x
+  // target must follow the former bit for bit (spec §3.5), the size division before the variance.
+  volatile float xmin = 0.0273875967f, xmax = 0.534413934f;  // volatile: no constant folding
+  const float prior[4] = {xmin, 0.f, xmax, 1.f};
+  const float gt[4] = {0.1f, 0.2f, 0.7f, 0.9f};
+  const float var[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+  const float pw = xmax - xmin;
+  const float centre_fluid = xmin + pw / 2.f;
+  const float centre_other = (xmin + xmax) / 2.f;
+  CHECK(centre_fluid != centre_other);  // guard: the case discriminates the two formulas
+  const float gcx = (gt[0] + gt[2]) / 2.f;
+  volatile float scaled = (gcx - centre_fluid) / pw;
+  const float expected = scaled / var[0];
+  volatile float scaled_other = (gcx - centre_other) / pw;
+  const float other = scaled_other / var[0];
+  float t[4];
+  ssd_loss::encode(gt, prior, var, t);
+  CHECK_EQ(t[0], expected);
+  CHECK(t[0] != other);
+}
+
+TEST_CASE(encode, identical_boxes_give_zero_targets) {
+  const float var[4] = {0.1f, 0.1f, 0.2f, 0.2f};
+  float t[4];
+  // Exactly representable coordinates: both centre formulas agree, so the targets are exact 0.
+  const float dyadic[4] = {0.25f, 0.5f, 0.75f, 1.f};
+  ssd_loss::encode(dyadic, dyadic, var, t);
+  for (int k = 0; k < 4; ++k) CHECK_EQ(t[k], 0.f);
+  // Otherwise the prior centre (min + size/2) and the gt centre ((min + max)/2) may differ in the
+  // last bit, so tx, ty are only near 0 (-7.45e-7 here), as in fluid.
+  const float box[4] = {0.2f, 0.3f, 0.6f, 0.9f};
+  ssd_loss::encode(box, box, var, t);
+  for (int k = 0; k < 4; ++k) CHECK_NEAR(t[k], 0.0, 1e-5);
+}
+
+// ---- smooth L1 -----------------------------------------------------------------------------------
+
+TEST_CASE(smooth_l1, value) {
+  using ssd_loss::smooth_l1;
+  CHECK_EQ(smooth_l1(0.f), 0.f);
+  CHECK_EQ(smooth_l1(0.5f), 0.125f);
+  CHECK_EQ(smooth_l1(-0.5f), 0.125f);
+  CHECK_EQ(smooth_l1(1.f), 0.5f);  // |x| < 1 is strict: linear branch, continuous at 1
+  CHECK_EQ(smooth_l1(-1.f), 0.5f);
+  CHECK_EQ(smooth_l1(2.f), 1.5f);
+  CHECK_EQ(smooth_l1(-3.f), 2.5f);
+  CHECK_NEAR(smooth_l1(0.3), 0.045, 1e-15);
+  CHECK(std::isnan(smooth_l1(kNaN)));
+}
+
+TEST_CASE(smooth_l1, gradient) {
+  using ssd_loss::smooth_l1_grad;
+  CHECK_EQ(smooth_l1_grad(0.f), 0.f);
+  CHECK_EQ(smooth_l1_grad(0.5f), 0.5f);
+  CHECK_EQ(smooth_l1_grad(-0.3f), -0.3f);
+  CHECK_EQ(smooth_l1_grad(1.f), 1.f);
+  CHECK_EQ(smooth_l1_grad(-1.f), -1.f);
+  CHECK_EQ(smooth_l1_grad(2.f), 1.f);
+  CHECK_EQ(smooth_l1_grad(-7.5), -1.0);
+  CHECK(std::isnan(smooth_l1_grad(kNaN)));
+}
+
+TEST_CASE(smooth_l1, gradient_matches_finite_differences) {
+  using ssd_loss::smooth_l1;
+  using ssd_loss::smooth_l1_grad;
+  const double xs[] = {-2.5, -0.7, -0.1, 0.2, 0.9, 1.3, 4.0};
+  const double h = 1e-6;
+  for (double x : xs) {
+    CHECK_NEAR(smooth_l1_grad(x), (smooth_l1(x + h) - smooth_l1(x - h)) / (2 * h), 1e-6);
+  }
+}
+
+// ---- clamped softmax -----------------------------------------------------------------------------
+
+TEST_CASE(softmax, clamp_keeps_nan_and_floors_at_minus_64) {
+  using ssd_loss::clamp_shifted_logit;
+  CHECK_EQ(clamp_shifted_logit(-100.f), -64.f);
+  CHECK_EQ(clamp_shifted_logit(-64.f), -64.f);
+  CHECK_EQ(clamp_shifted_logit(-3.f), -3.f);
+  CHECK(std::isnan(clamp_shifted_logit(kNaN)));
+}
+
+TEST_CASE(softmax, cross_entropy_saturates_near_64) {
+  // Spec E10: logits (100, 0, 0), label 1: the true CE is 100, the clamped one 64.
+  const float logits[3] = {100.f, 0.f, 0.f};
+  const float sum = 1.f + 2.f * std::exp(-64.f);
+  const ssd_loss::SoftmaxStats<float> s{100.f, sum};
+  CHECK_NEAR(ssd_loss::cross_entropy(logits, 1, s), 64.0, 1e-5);
+  CHECK_NEAR(ssd_loss::cross_entropy(logits, 0, s), 0.0, 1e-6);
+  CHECK_NEAR(ssd_loss::softmax_prob(logits[2], s), 1.60381e-28, 1e-32);
+}

@@ -1,0 +1,81 @@
+// Outputs must be bit-identical for any thread count (parallel.h): each image is computed by one
+// thread in a fixed order, and the batch-wide steps run serially.
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "check.h"
+#include "problem.h"
+#include "ssd_loss/parallel.h"
+
+namespace {
+
+// A batch of random images, 0 to 12 gts each (some empty), with quantized logits so that many
+// mining losses tie exactly.
+test::Problem<float> random_batch(uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> pos(0.f, 0.85f), size(0.05f, 0.4f), loc(-2.f, 2.f);
+  std::uniform_int_distribution<int> num_gt(0, 12), logit(-4, 4), label(0, 5);
+  test::Problem<float> pb;
+  pb.sizes = {7, 300, 6};
+  auto box = [&](std::vector<float>& out) {
+    const float x = pos(rng), y = pos(rng);
+    out.insert(out.end(), {x, y, x + size(rng), y + size(rng)});
+  };
+  for (int64_t p = 0; p < pb.sizes.num_priors; ++p) box(pb.prior_box);
+  pb.prior_var = {.1f, .1f, .2f, .2f};
+  pb.gt_offsets = {0};
+  for (int64_t i = 0; i < pb.sizes.num_images; ++i) {
+    const int n = i == 3 ? 0 : num_gt(rng);
+    for (int g = 0; g < n; ++g) {
+      box(pb.gt_box);
+      pb.gt_label.push_back(label(rng));
+    }
+    pb.gt_offsets.push_back(pb.gt_offsets.back() + n);
+  }
+  const int64_t rows = pb.sizes.num_images * pb.sizes.num_priors;
+  for (int64_t k = 0; k < rows * 4; ++k) pb.location.push_back(loc(rng));
+  for (int64_t k = 0; k < rows * pb.sizes.num_classes; ++k) {
+    pb.confidence.push_back(0.5f * static_cast<float>(logit(rng)));
+  }
+  for (int64_t i = 0; i < pb.sizes.num_images; ++i) pb.grad_loss.push_back(loc(rng));
+  return pb;
+}
+
+template <typename T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE(determinism, one_thread_and_three_threads_agree_bit_for_bit) {
+  for (uint32_t seed : {1u, 2u, 3u}) {
+    const test::Problem<float> pb = random_batch(seed);
+    ssd_loss::set_num_threads(1);
+    const test::Result<float> serial = test::run(pb);
+    for (int threads : {3, 2, 16}) {  // 16 > N: more threads than images
+      ssd_loss::set_num_threads(threads);
+      CHECK_EQ(ssd_loss::num_threads(), threads);
+      const test::Result<float> parallel = test::run(pb);
+      CHECK(same_bits(serial.loss, parallel.loss));
+      CHECK(same_bits(serial.normalizer, parallel.normalizer));
+      CHECK(same_bits(serial.match, parallel.match));
+      CHECK(same_bits(serial.target_class, parallel.target_class));
+      CHECK(same_bits(serial.loc_target, parallel.loc_target));
+      CHECK(same_bits(serial.softmax_stats, parallel.softmax_stats));
+      CHECK(same_bits(serial.grad_location, parallel.grad_location));
+      CHECK(same_bits(serial.grad_confidence, parallel.grad_confidence));
+    }
+    // Guard: the batch has positives and mined negatives, so the comparison means something.
+    int positives = 0, negatives = 0;
+    for (size_t k = 0; k < serial.match.size(); ++k) {
+      positives += serial.match[k] >= 0 ? 1 : 0;
+      negatives += serial.match[k] < 0 && serial.target_class[k] >= 0 ? 1 : 0;
+    }
+    CHECK(positives > 20);
+    CHECK(negatives > 20);
+  }
+  ssd_loss::set_num_threads(0);  // back to the default for any later test
+}
