@@ -11,7 +11,8 @@ PACKAGE_SOURCES := setup.py pyproject.toml $(shell find src include paddle_ssd_o
 PYTEST_ARGS ?=
 JOBS ?= 2
 
-.PHONY: demo test test-python test-cpp test-sanitize test-fast bench fuzz clean
+.PHONY: demo test test-python test-cpp test-sanitize test-fast test-fuzz-core check-cuda bench \
+	bench-fluid fuzz clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/python examples/demo.py
@@ -37,11 +38,28 @@ test-sanitize:
 	cmake --build build/cmake-asan -j$(JOBS)
 	ctest --test-dir build/cmake-asan --output-on-failure
 
+# The libFuzzer target over the core (ASan + UBSan), for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 60
+test-fuzz-core:
+	scripts/fuzz_core.sh $(FUZZ_SECONDS)
+
+# nvcc compile-only check of every .cu (sm_80, sm_90) and of the CUDA pybind11 module.
+check-cuda: $(VENV)/.deps
+	PYTHON=$(VENV)/bin/python scripts/check_cuda_compile.sh
+
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_cpu.py
 
+# The fluid 1.8.5 oracle venv (.oracle-venv) that bench_cpu.py then also times.
+bench-fluid:
+	bash benchmarks/fluid_setup.sh
+	$(MAKE) bench
+
+# The long profile: > 100 000 hypothesis cases against the NumPy reference, then 10 minutes of
+# libFuzzer on the core.
 fuzz: $(VENV)/.installed
 	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q tests/test_random.py
+	scripts/fuzz_core.sh 600
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)

@@ -13,6 +13,9 @@ import paddle
 from ._loader import OP_NAME
 
 _MATCH_TYPES = ("bipartite", "per_prediction")
+_MINING_TYPES = ("max_negative", "hard_example")
+_NORMALIZATIONS = ("valid", "full", "batch_size", "none")
+_NEG_OVERLAP_MODES = ("fluid", "caffe")
 _FLOAT_DTYPES = ("float32", "float64")
 _LABEL_DTYPES = ("int32", "int64", "float32", "float64")
 _LENGTH_DTYPES = ("int32", "int64")
@@ -25,7 +28,8 @@ def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=No
              background_label=0, overlap_threshold=0.5, neg_pos_ratio=3.0, neg_overlap=0.5,
              loc_loss_weight=1.0, conf_loss_weight=1.0, match_type="per_prediction",
              mining_type="max_negative", normalize=True, sample_size=None, *, gt_lengths=None,
-             name=None):
+             normalization=None, min_negatives_per_image=0, neg_overlap_mode="fluid",
+             return_targets=False, name=None):
     """SSD multibox loss, the drop-in replacement of ``fluid.layers.ssd_loss`` (Paddle 1.8).
 
     Args:
@@ -39,18 +43,31 @@ def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=No
         prior_box: [Np, 4] priors (xmin, ymin, xmax, ymax).
         prior_box_var: [Np, 4] tensor, a list of 4 floats, or None (unit variances).
         background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
-        conf_loss_weight, match_type, mining_type, normalize, sample_size: as in fluid.
+        conf_loss_weight, match_type, normalize: as in fluid.
+        mining_type: 'max_negative' (fluid's), or 'hard_example' (OHEM: keep the
+            ``sample_size`` priors of highest classification loss per image; see docs/options.md).
+        sample_size: priors kept per image with 'hard_example' (required then).
         gt_lengths: boxes per image (list/tuple of ints, or a 1-D int32/int64 tensor of length N);
             takes precedence over the LoD.
+        normalization: None (from ``normalize``: 'valid' or 'none'), 'valid' (positives in the
+            batch, at least 1), 'full' (N * Np), 'batch_size' (N) or 'none'.
+        min_negatives_per_image: with 'max_negative', mine at least this many negatives in every
+            image, also in images without positives or gt.
+        neg_overlap_mode: 'fluid' (neg_overlap has no effect) or 'caffe' (unmatched priors whose
+            best IoU with a gt is >= neg_overlap are never negatives).
+        return_targets: also return a dict with 'match_indices' [N, Np] int32 (-1 unmatched),
+            'target_class' [N, Np] int32 (-1: not in the confidence loss), 'negative_mask'
+            [N, Np] bool and 'num_positives' (int64 scalar tensor).
         name: optional name of the operator in a static program.
 
     Returns:
-        loss of shape [N, 1]: each image's summed loss, divided by the number of matched priors
-        in the whole batch (at least 1) when ``normalize``.
+        loss of shape [N, 1]: each image's summed loss, divided according to ``normalization``
+        (by default the number of matched priors in the whole batch, at least 1). With
+        ``return_targets``, ``(loss, targets)``.
     """
     attrs = _op_attrs(background_label, overlap_threshold, neg_pos_ratio, neg_overlap,
                       loc_loss_weight, conf_loss_weight, match_type, mining_type, normalize,
-                      sample_size)
+                      sample_size, normalization, min_negatives_per_image, neg_overlap_mode)
     dynamic = paddle.in_dynamic_mode()
     if isinstance(gt_box, (list, tuple)) or isinstance(gt_label, (list, tuple)):
         gt_box, gt_label, gt_lengths = _concat_per_image(gt_box, gt_label, gt_lengths, dynamic)
@@ -72,30 +89,56 @@ def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=No
         outs = _run_custom_op(*inputs, *attrs)
         for aux in outs[1:]:
             aux.stop_gradient = True
+    else:
+        outs = _append_legacy_op(inputs, attrs, dtype, name)
+    if not return_targets:
         return outs[0]
-    return _append_legacy_op(inputs, attrs, dtype, name)
+    match, target_class = outs[1], outs[2]
+    positive = paddle.greater_equal(match, paddle.zeros_like(match))
+    targets = {
+        "match_indices": match,
+        "target_class": target_class,
+        "negative_mask": paddle.logical_and(
+            paddle.logical_not(positive),
+            paddle.greater_equal(target_class, paddle.zeros_like(target_class))),
+        "num_positives": paddle.sum(paddle.cast(positive, "int64")),
+    }
+    return outs[0], targets
 
 
 # ---------------------------------------------------------------------------------------------
 # attributes
 
 def _op_attrs(background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
-              conf_loss_weight, match_type, mining_type, normalize, sample_size):
+              conf_loss_weight, match_type, mining_type, normalize, sample_size, normalization,
+              min_negatives_per_image, neg_overlap_mode):
     """The op's attributes, each cast to its declared C++ type, in declaration order."""
-    if not isinstance(match_type, str) or match_type not in _MATCH_TYPES:
-        raise ValueError(f"match_type: expected one of {_MATCH_TYPES}, received {match_type!r}")
-    if mining_type == "hard_example":
-        raise ValueError("mining_type: 'hard_example' is not supported yet; expected "
-                         "'max_negative', received 'hard_example'")
-    if mining_type != "max_negative":
-        raise ValueError(f"mining_type: expected 'max_negative', received {mining_type!r}")
+    match_type = _as_choice("match_type", match_type, _MATCH_TYPES)
+    mining_type = _as_choice("mining_type", mining_type, _MINING_TYPES)
+    normalize = _as_bool("normalize", normalize)
+    if normalization is None:
+        normalization = "valid" if normalize else "none"
+    normalization = _as_choice("normalization", normalization, _NORMALIZATIONS)
+    neg_overlap_mode = _as_choice("neg_overlap_mode", neg_overlap_mode, _NEG_OVERLAP_MODES)
     ratio = _as_float("neg_pos_ratio", neg_pos_ratio)
     if not ratio > 0:
         raise ValueError(f"neg_pos_ratio: expected a number > 0, received {neg_pos_ratio!r}")
+    min_negatives = _as_int("min_negatives_per_image", min_negatives_per_image)
+    if min_negatives < 0:
+        raise ValueError(f"min_negatives_per_image: expected an int >= 0, received {min_negatives}")
     if sample_size is not None:
         sample_size = _as_int("sample_size", sample_size)
         if sample_size < 0:
             raise ValueError(f"sample_size: expected None or an int >= 0, received {sample_size}")
+    if mining_type == "hard_example":
+        if sample_size is None or sample_size == 0:
+            raise ValueError(f"sample_size: expected an int > 0 with mining_type='hard_example' "
+                             f"(the priors kept per image), received {sample_size!r}")
+        if min_negatives or neg_overlap_mode != "fluid":
+            raise ValueError("min_negatives_per_image, neg_overlap_mode: apply to "
+                             "mining_type='max_negative' only; received mining_type="
+                             "'hard_example' with min_negatives_per_image="
+                             f"{min_negatives}, neg_overlap_mode={neg_overlap_mode!r}")
     return (
         _as_int("background_label", background_label),
         _as_unit_interval("overlap_threshold", overlap_threshold),
@@ -103,11 +146,19 @@ def _op_attrs(background_label, overlap_threshold, neg_pos_ratio, neg_overlap, l
         _as_unit_interval("neg_overlap", neg_overlap),
         _as_float("loc_loss_weight", loc_loss_weight),
         _as_float("conf_loss_weight", conf_loss_weight),
-        str(match_type),
-        str(mining_type),
-        _as_bool("normalize", normalize),
+        match_type,
+        mining_type,
+        normalization,
         0 if sample_size is None else sample_size,
+        min_negatives,
+        neg_overlap_mode,
     )
+
+
+def _as_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}: expected one of {choices}, received {value!r}")
+    return str(value)
 
 
 def _as_int(name, value):
@@ -322,8 +373,8 @@ _OPTIONAL_INPUTS = ("PriorBoxVar", "GtLengths")
 _OUTPUTS = (("Loss", None), ("MatchIndices", "int32"), ("TargetClass", "int32"),
             ("LocTarget", None), ("SoftmaxStats", None), ("Normalizer", None))
 _ATTR_NAMES = ("background_label", "overlap_threshold", "neg_pos_ratio", "neg_overlap",
-               "loc_loss_weight", "conf_loss_weight", "match_type", "mining_type", "normalize",
-               "sample_size")
+               "loc_loss_weight", "conf_loss_weight", "match_type", "mining_type", "normalization",
+               "sample_size", "min_negatives_per_image", "neg_overlap_mode")
 
 
 def _append_legacy_op(inputs, attrs, dtype, name):
@@ -353,7 +404,7 @@ def _append_legacy_op(inputs, attrs, dtype, name):
                      attrs=dict(zip(_ATTR_NAMES, attrs)))
     for key, _ in _OUTPUTS[1:]:
         outputs[key].stop_gradient = True
-    return outputs["Loss"]
+    return [outputs[key] for key, _ in _OUTPUTS]
 
 
 def _differentiable_copy(x):

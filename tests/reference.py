@@ -15,11 +15,25 @@ Deliberate deviations from the 1.8.5 original (spec section 11):
   * float64 inputs and int32/int64/float labels (shape [Ng, 1] or [Ng]) are supported.
   * every image uses the same greedy matching rule (no separate path for >= 130 gts).
   * mining ties: loss descending, then prior index ascending; NaN losses rank first.
+
+Options beyond the 1.8.5 layer (keyword arguments; the defaults reproduce the layer):
+  * mining_type='hard_example' with sample_size: fluid's mine_hard_examples operator in that mode,
+    as the layer composes it (no LocLoss input). All priors are ranked by the mining
+    cross-entropy, the top min(sample_size, Np) are kept; kept unmatched priors become negatives,
+    matched priors that are not kept lose their match.
+  * normalization: 'valid' (positives in the batch, at least 1), 'full' (N*Np), 'batch_size' (N),
+    'none'; None takes it from normalize ('valid' if True else 'none').
+  * min_negatives_per_image (max_negative): K_i = max(K_i, min(min_negatives_per_image, #cand)).
+  * neg_overlap_mode='caffe' (max_negative): unmatched priors whose best IoU with a gt of the image
+    (IoUs below 1e-6 count as 0) is >= neg_overlap are not negative candidates.
 """
 
 import numpy as np
 
 MATCH_TYPES = ("bipartite", "per_prediction")
+MINING_TYPES = ("max_negative", "hard_example")
+NORMALIZATIONS = ("valid", "full", "batch_size", "none")
+NEG_OVERLAP_MODES = ("fluid", "caffe")
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,25 +138,49 @@ def softmax_ce(logits, labels):
 # --------------------------------------------------------------------------------------------
 # Hard negative mining, max_negative (spec 3.4)
 # --------------------------------------------------------------------------------------------
-def mine_image(ce, m, neg_pos_ratio):
-    """Returns a bool mask [Np] of mined negatives for one image.
+def hardest(loss, idx, k):
+    """The k hardest of the priors idx (by loss[idx]): NaN first, then loss descending, then index."""
+    if k <= 0:
+        return idx[:0]
+    val = loss[idx].astype(np.float64)
+    is_nan = np.isnan(val)
+    key = np.where(is_nan, 0.0, -val)
+    # np.lexsort: last key is primary. Primary: NaN first; then -loss ascending; then index.
+    order = np.lexsort((idx, key, ~is_nan))
+    return idx[order[:k]]
 
-    Eligible = every unmatched prior (neg_overlap has no effect). K = min(trunc(f32(P)*f32(r)),
-    #eligible). Order: NaN first, then loss descending, then prior index ascending.
+
+def mine_image(ce, m, neg_pos_ratio, min_negatives=0, excluded=None):
+    """Returns a bool mask [Np] of mined negatives for one image (max_negative).
+
+    Eligible = every unmatched prior not in `excluded` (neg_overlap_mode 'caffe'; in 'fluid' mode
+    neg_overlap has no effect). K = max(min(trunc(f32(P)*f32(r)), #eligible),
+    min(min_negatives, #eligible)). Order: NaN first, then loss descending, then prior index ascending.
     """
     neg = np.zeros(m.shape[0], dtype=bool)
     n_pos = int((m >= 0).sum())
-    elig = np.nonzero(m < 0)[0]
+    elig_mask = m < 0
+    if excluded is not None:
+        elig_mask &= ~excluded
+    elig = np.nonzero(elig_mask)[0]
     k = min(int(np.float32(n_pos) * np.float32(neg_pos_ratio)), elig.size)
-    if k <= 0:
-        return neg
-    loss = ce[elig].astype(np.float64)
-    is_nan = np.isnan(loss)
-    key = np.where(is_nan, 0.0, -loss)
-    # np.lexsort: last key is primary. Primary: NaN first; then -loss ascending; then index.
-    order = np.lexsort((elig, key, ~is_nan))
-    neg[elig[order[:k]]] = True
+    k = max(k, min(int(min_negatives), elig.size))
+    neg[hardest(ce, elig, k)] = True
     return neg
+
+
+def mine_hard_examples(ce, m, sample_size):
+    """hard_example mining of one image: returns (m after demotion, bool mask [Np] of negatives).
+
+    Every prior is a candidate; the min(sample_size, Np) hardest are kept (same order as above).
+    Kept unmatched priors are negatives; matched priors that are not kept become unmatched.
+    """
+    n_prior = m.shape[0]
+    kept = np.zeros(n_prior, dtype=bool)
+    kept[hardest(ce, np.arange(n_prior), min(int(sample_size), n_prior))] = True
+    m = np.where(kept, m, -1)
+    neg = kept & (m < 0)
+    return m, neg
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,19 +216,34 @@ def _variances(prior_box_var, n_prior, dt):
 def ssd_loss_reference(location, confidence, gt_box, gt_label, gt_lengths, prior_box, prior_box_var=None,
                        background_label=0, overlap_threshold=0.5, neg_pos_ratio=3.0, neg_overlap=0.5,
                        loc_loss_weight=1.0, conf_loss_weight=1.0, match_type='per_prediction',
-                       mining_type='max_negative', normalize=True, sample_size=None, upstream=None):
-    """returns dict(loss=[N,1], grad_location=[N,Np,4], grad_confidence=[N,Np,C], match=[N,Np] int, neg_mask=[N,Np] bool, num_pos=int)
+                       mining_type='max_negative', normalize=True, sample_size=None, upstream=None,
+                       normalization=None, min_negatives_per_image=0, neg_overlap_mode='fluid'):
+    """returns dict(loss=[N,1], grad_location=[N,Np,4], grad_confidence=[N,Np,C], match=[N,Np] int, neg_mask=[N,Np] bool, num_pos=int,
+                    target_class=[N,Np] int (-1: not in the conf loss), normalizer=float)
+       match and num_pos are after hard_example demotion.
        gradients are d sum(loss * upstream) / d input (upstream [N,1], default ones)."""
     # ---- validation -------------------------------------------------------------------------
-    if mining_type != "max_negative":
-        raise NotImplementedError("mining_type %r is not implemented" % (mining_type,))
+    if mining_type not in MINING_TYPES:
+        raise ValueError("mining_type must be one of %s" % (MINING_TYPES,))
+    if normalization is None:
+        normalization = "valid" if normalize else "none"
+    if normalization not in NORMALIZATIONS:
+        raise ValueError("normalization must be None or one of %s" % (NORMALIZATIONS,))
+    if neg_overlap_mode not in NEG_OVERLAP_MODES:
+        raise ValueError("neg_overlap_mode must be one of %s" % (NEG_OVERLAP_MODES,))
+    if int(min_negatives_per_image) < 0:
+        raise ValueError("min_negatives_per_image must be >= 0")
+    if mining_type == "hard_example":
+        if sample_size is None or int(sample_size) <= 0:
+            raise ValueError("sample_size must be > 0 with mining_type='hard_example'")
+        if min_negatives_per_image or neg_overlap_mode != "fluid":
+            raise ValueError("min_negatives_per_image and neg_overlap_mode apply to max_negative only")
     if match_type not in MATCH_TYPES:
         raise ValueError("match_type must be one of %s" % (MATCH_TYPES,))
     if not neg_pos_ratio > 0:
         raise ValueError("neg_pos_ratio must be > 0")
     if not 0 < neg_overlap < 1:
         raise ValueError("neg_overlap must lie in (0, 1)")
-    del sample_size  # unused, as in the original
 
     location = np.asarray(location)
     confidence = np.asarray(confidence)
@@ -217,11 +270,13 @@ def ssd_loss_reference(location, confidence, gt_box, gt_label, gt_lengths, prior
         upstream = np.ones((N, 1), dtype=dt)
     upstream = np.asarray(upstream, dtype=dt).reshape(N)
 
-    loc_w = dt.type(loc_loss_weight)
-    conf_w = dt.type(conf_loss_weight)
+    loc_w = dt.type(np.float32(loc_loss_weight))  # C float attributes, as in fluid
+    conf_w = dt.type(np.float32(conf_loss_weight))
 
+    neg_ov = dt.type(np.float32(neg_overlap))  # a C float attribute
     match = np.full((N, Np), -1, dtype=np.int64)
     neg_mask = np.zeros((N, Np), dtype=bool)
+    target_class = np.full((N, Np), -1, dtype=np.int64)
     S = np.zeros(N, dtype=dt)
     # per-image unscaled gradients of S_i (scaled by upstream / Z below)
     g_loc = np.zeros((N, Np, 4), dtype=dt)
@@ -232,9 +287,9 @@ def ssd_loss_reference(location, confidence, gt_box, gt_label, gt_lengths, prior
         labs = labels[offsets[i]:offsets[i + 1]]
 
         # matching
-        m = match_image(iou(gts, prior_box), match_type, overlap_threshold)
+        iou_gp = iou(gts, prior_box)
+        m = match_image(iou_gp, match_type, overlap_threshold)
         pos = m >= 0
-        match[i] = m
 
         # class targets, one CE per prior (serves both mining and the final loss)
         y = np.full(Np, background_label, dtype=np.int64)
@@ -244,9 +299,19 @@ def ssd_loss_reference(location, confidence, gt_box, gt_label, gt_lengths, prior
         ce, q = softmax_ce(confidence[i], y)
 
         # mining
-        neg = mine_image(ce, m, neg_pos_ratio)
+        if mining_type == "hard_example":
+            m, neg = mine_hard_examples(ce, m, sample_size)
+            pos = m >= 0
+        else:
+            excluded = None
+            if neg_overlap_mode == "caffe" and len(gts):
+                best = np.where(iou_gp >= dt.type(1e-6), iou_gp, dt.type(0)).max(axis=0)
+                excluded = best >= neg_ov
+            neg = mine_image(ce, m, neg_pos_ratio, min_negatives_per_image, excluded)
+        match[i] = m
         neg_mask[i] = neg
         w_conf = pos | neg
+        target_class[i] = np.where(w_conf, y, -1)
 
         # location loss on positives
         d = np.zeros((Np, 4), dtype=dt)
@@ -270,14 +335,17 @@ def ssd_loss_reference(location, confidence, gt_box, gt_label, gt_lengths, prior
         g_conf[i] = np.where(w_conf[:, None], conf_w * (q - onehot), dt.type(0))
 
     num_pos = int((match >= 0).sum())
-    if normalize:
-        Z = dt.type(max(num_pos, 1))  # deviation: clamp at 1 (no NaN)
-        loss = S / Z
-        a = upstream / Z
-    else:
+    if normalization == "none":
         loss = S
         a = upstream
+        Z = dt.type(1)
+    else:
+        Z = dt.type(max({"valid": num_pos, "full": N * Np, "batch_size": N}[normalization], 1))
+        # 'valid': deviation, clamp at 1 (no NaN)
+        loss = S / Z
+        a = upstream / Z
     grad_location = (a[:, None, None] * g_loc).astype(dt, copy=False)
     grad_confidence = (a[:, None, None] * g_conf).astype(dt, copy=False)
     return dict(loss=loss.reshape(N, 1).astype(dt, copy=False), grad_location=grad_location,
-                grad_confidence=grad_confidence, match=match, neg_mask=neg_mask, num_pos=num_pos)
+                grad_confidence=grad_confidence, match=match, neg_mask=neg_mask, num_pos=num_pos,
+                target_class=target_class, normalizer=float(Z))

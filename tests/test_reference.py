@@ -176,11 +176,6 @@ def test_empty_image_equals_zero_area_dummy():
         assert out['loss'][lens.index(0), 0] == 0
 
 
-def test_hard_example_not_implemented():
-    with pytest.raises(NotImplementedError):
-        common(mining_type='hard_example')
-
-
 def test_mining_ties_by_index_and_nan_first():
     # 5 priors, one positive (prior 0), ratio 3 -> 3 negatives among priors 1..4.
     priors = np.array([[0, 0, 1, 1]] + [[2, 2, 3, 3]] * 4, np.float32)

@@ -1,6 +1,8 @@
 """Bad input raises a Python exception that names the argument, what was expected and what was
 received: never a crash, never a silent wrong answer. Each row of BAD_INPUTS is a row of the table
 in docs/errors.md."""
+from pathlib import Path
+
 import numpy as np
 import paddle
 import pytest
@@ -99,7 +101,16 @@ BAD_INPUTS = [
     ("background_none", dict(background_label=None), TypeError, ["background_label", "None"]),
     ("match_type", dict(match_type="greedy"), ValueError, ["match_type", "bipartite", "'greedy'"]),
     ("mining_type", dict(mining_type="focal"), ValueError, ["mining_type", "max_negative", "focal"]),
-    ("hard_example", dict(mining_type="hard_example"), ValueError, ["mining_type", "hard_example"]),
+    ("hard_example_no_sample_size", dict(mining_type="hard_example"), ValueError,
+     ["sample_size", "> 0", "hard_example", "None"]),
+    ("hard_example_with_min_negatives", dict(mining_type="hard_example", sample_size=4,
+                                             min_negatives_per_image=2), ValueError,
+     ["min_negatives_per_image", "max_negative"]),
+    ("normalization", dict(normalization="mean"), ValueError, ["normalization", "valid", "'mean'"]),
+    ("neg_overlap_mode", dict(neg_overlap_mode="tf"), ValueError,
+     ["neg_overlap_mode", "caffe", "'tf'"]),
+    ("min_negatives_negative", dict(min_negatives_per_image=-2), ValueError,
+     ["min_negatives_per_image", ">= 0", "-2"]),
     ("ratio_zero", dict(neg_pos_ratio=0), ValueError, ["neg_pos_ratio", "> 0", "0"]),
     ("ratio_string", dict(neg_pos_ratio="3"), TypeError, ["neg_pos_ratio", "number", "'3'"]),
     ("ratio_nan", dict(neg_pos_ratio=float("nan")), ValueError, ["neg_pos_ratio", "finite", "nan"]),
@@ -181,3 +192,9 @@ def test_static_good_lod_runs():
 def test_static_bad_lod_raises(box_lod, label_lod):
     with pytest.raises(ValueError, match="gt_box|gt_label"):
         run_static(box_lod, label_lod)
+
+
+def test_every_bad_input_is_documented():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text()
+    missing = [row[0] for row in BAD_INPUTS if f"`{row[0]}`" not in doc]
+    assert not missing, f"rows of BAD_INPUTS missing from docs/errors.md: {missing}"

@@ -10,16 +10,43 @@
 namespace ssd_loss {
 
 enum class MatchType { kBipartite, kPerPrediction };
+enum class MiningType {
+  kMaxNegative,  // fluid's: the hardest unmatched priors, neg_pos_ratio per positive
+  kHardExample,  // OHEM as in fluid's mine_hard_examples: the sample_size hardest priors of all
+};
+// What each image's loss is divided by (Caffe's LossParameter modes).
+enum class Normalization {
+  kValid,      // positives in the whole batch, at least 1 (fluid's normalize=True)
+  kFull,       // all priors of the batch, N * Np
+  kBatchSize,  // N
+  kNone,       // 1 (fluid's normalize=False)
+};
+enum class NegOverlapMode {
+  kFluid,  // every unmatched prior may be a negative (neg_overlap has no effect, as in fluid)
+  kCaffe,  // unmatched priors whose best IoU with a gt is >= neg_overlap are never negatives
+};
 
 struct Options {
   int64_t background_label = 0;
   float overlap_threshold = 0.5f;
   float neg_pos_ratio = 3.0f;
+  float neg_overlap = 0.5f;
   float loc_loss_weight = 1.0f;
   float conf_loss_weight = 1.0f;
   MatchType match_type = MatchType::kPerPrediction;
-  bool normalize = true;
+  MiningType mining_type = MiningType::kMaxNegative;
+  int64_t sample_size = 0;              // hard_example: priors kept per image
+  Normalization normalization = Normalization::kValid;
+  int64_t min_negatives_per_image = 0;  // max_negative: mine at least this many per image
+  NegOverlapMode neg_overlap_mode = NegOverlapMode::kFluid;
 };
+
+// Sets the options named by strings in the Python API (match_type, mining_type, normalization,
+// neg_overlap_mode). Returns an empty string, or a message naming the argument and the values
+// expected and received.
+std::string parse_options(const std::string& match_type, const std::string& mining_type,
+                          const std::string& normalization, const std::string& neg_overlap_mode,
+                          Options* opt);
 
 struct Sizes {
   int64_t num_images = 0;   // N
@@ -42,7 +69,8 @@ struct ForwardInputs {
 // What the forward pass keeps for backward: O(N * Np), no [N, Np, C] tensor.
 template <typename T>
 struct SavedState {
-  int32_t* match = nullptr;         // [N, Np] matched gt (index local to the image), -1 if none
+  int32_t* match = nullptr;         // [N, Np] matched gt (index local to the image), -1 if none;
+                                    // hard_example mining unmatches the positives it drops
   int32_t* target_class = nullptr;  // [N, Np] class of the confidence loss, -1 if not in it
   T* loc_target = nullptr;          // [N, Np, 4] encoded targets of positives, 0 elsewhere
   T* softmax_stats = nullptr;       // [N, Np, 2] row max and sum of clamped exps
@@ -51,7 +79,7 @@ struct SavedState {
 template <typename T>
 struct ForwardOutputs {
   T* loss = nullptr;        // [N] per-image summed loss, divided by `normalizer`
-  T* normalizer = nullptr;  // [1] the divisor used: max(total positives, 1), or 1
+  T* normalizer = nullptr;  // [1] the divisor used (see Normalization)
   SavedState<T> saved;
 };
 

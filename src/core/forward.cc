@@ -22,29 +22,59 @@ struct ImageWorkspace {
   std::vector<T> mining_loss;       // [Np] cross-entropy against each prior's provisional label
   std::vector<int32_t> candidates;  // unmatched priors
   std::vector<uint64_t> keys;       // their hardness keys (float losses)
+  std::vector<char> kept;           // hard_example: the priors kept by mining
 };
 
-// Marks the num_neg hardest unmatched priors as background in target_class.
-void mine_negatives(ImageWorkspace<float>& ws, int64_t num_neg, int64_t background,
-                    int32_t* target_class) {
+// Moves the k hardest of ws.candidates to its front (selection by unique keys: O(count)).
+void select_hardest_candidates(ImageWorkspace<float>& ws, int64_t k) {
   const int64_t count = static_cast<int64_t>(ws.candidates.size());
+  if (k <= 0 || k >= count) return;
   ws.keys.resize(count);
-  for (int64_t k = 0; k < count; ++k) {
-    ws.keys[k] = hardness_key(ws.mining_loss[ws.candidates[k]], ws.candidates[k]);
+  for (int64_t c = 0; c < count; ++c) {
+    ws.keys[c] = hardness_key(ws.mining_loss[ws.candidates[c]], ws.candidates[c]);
   }
-  select_hardest(ws.keys.data(), count, num_neg);
-  for (int64_t k = 0; k < num_neg; ++k) {
-    target_class[static_cast<uint32_t>(ws.keys[k])] = static_cast<int32_t>(background);
-  }
+  select_hardest(ws.keys.data(), count, k);
+  for (int64_t c = 0; c < k; ++c) ws.candidates[c] = static_cast<int32_t>(ws.keys[c]);
 }
 
-void mine_negatives(ImageWorkspace<double>& ws, int64_t num_neg, int64_t background,
-                    int32_t* target_class) {
-  const int64_t count = static_cast<int64_t>(ws.candidates.size());
-  select_hardest(ws.candidates.data(), count, num_neg, ws.mining_loss.data());
-  for (int64_t k = 0; k < num_neg; ++k) {
-    target_class[ws.candidates[k]] = static_cast<int32_t>(background);
+void select_hardest_candidates(ImageWorkspace<double>& ws, int64_t k) {
+  select_hardest(ws.candidates.data(), static_cast<int64_t>(ws.candidates.size()), k,
+                 ws.mining_loss.data());
+}
+
+// Chooses the image's negatives (spec §3.4, and fluid's hard_example mode); returns the number of
+// positives left (hard_example mining unmatches the positives it does not keep).
+template <typename T>
+int64_t mine_image(const Options& opt, int64_t num_pos, int64_t np, ImageWorkspace<T>& ws,
+                   int32_t* match, int32_t* target_class, T* loc_target) {
+  const int32_t background = static_cast<int32_t>(opt.background_label);
+  if (opt.mining_type == MiningType::kMaxNegative) {
+    const int64_t count = static_cast<int64_t>(ws.candidates.size());
+    const int64_t num_neg = std::max(num_negatives(num_pos, opt.neg_pos_ratio, count),
+                                     std::min(opt.min_negatives_per_image, count));
+    select_hardest_candidates(ws, num_neg);
+    for (int64_t k = 0; k < num_neg; ++k) target_class[ws.candidates[k]] = background;
+    return num_pos;
   }
+  // hard_example: rank every prior; keep the sample_size hardest: kept unmatched priors become
+  // negatives, matched priors that are not kept lose their match.
+  ws.candidates.resize(np);
+  for (int64_t p = 0; p < np; ++p) ws.candidates[p] = static_cast<int32_t>(p);
+  const int64_t kept = std::min(opt.sample_size, np);
+  select_hardest_candidates(ws, kept);
+  ws.kept.assign(np, 0);
+  for (int64_t k = 0; k < kept; ++k) ws.kept[ws.candidates[k]] = 1;
+  for (int64_t p = 0; p < np; ++p) {
+    if (match[p] < 0) {
+      if (ws.kept[p]) target_class[p] = background;
+    } else if (!ws.kept[p]) {
+      match[p] = -1;
+      target_class[p] = -1;
+      std::fill(loc_target + 4 * p, loc_target + 4 * p + 4, T(0));
+      --num_pos;
+    }
+  }
+  return num_pos;
 }
 
 template <typename T>
@@ -73,6 +103,13 @@ int64_t forward_image(const ForwardInputs<T>& in, const Sizes& sz, const Options
   match_image(gts, num_gt, in.prior_box, np, opt.match_type == MatchType::kPerPrediction,
               static_cast<T>(opt.overlap_threshold), ws.match, match);
   cpu::softmax_stats_rows(conf, np, nc, stats);
+  // neg_overlap_mode 'caffe': an unmatched prior overlapping some gt by >= neg_overlap is
+  // ambiguous, neither positive nor negative.
+  const bool caffe_band = opt.neg_overlap_mode == NegOverlapMode::kCaffe && num_gt > 0;
+  const T neg_overlap = static_cast<T>(opt.neg_overlap);
+  const auto eligible_negative = [&](int64_t p) {
+    return !(caffe_band && ws.match.prior_best_overlap[p] >= neg_overlap);
+  };
 
   // Targets and the mining loss: one cross-entropy per prior serves mining and the final loss,
   // since max_negative mining gives every unmatched prior the background label (spec §3.3).
@@ -91,15 +128,12 @@ int64_t forward_image(const ForwardInputs<T>& in, const Sizes& sz, const Options
       target_class[p] = static_cast<int32_t>(label);
     } else {
       target_class[p] = -1;
-      ws.candidates.push_back(static_cast<int32_t>(p));
+      if (eligible_negative(p)) ws.candidates.push_back(static_cast<int32_t>(p));
     }
     const SoftmaxStats<T> s{stats[2 * p], stats[2 * p + 1]};
     ws.mining_loss[p] = cross_entropy(conf + p * nc, label, s);
   }
-
-  const int64_t num_neg = num_negatives(num_pos, opt.neg_pos_ratio,
-                                        static_cast<int64_t>(ws.candidates.size()));
-  mine_negatives(ws, num_neg, opt.background_label, target_class);
+  num_pos = mine_image(opt, num_pos, np, ws, match, target_class, loc_target);
 
   // As in the original, where every prior contributes weight * loss (0 * NaN = NaN), a NaN or
   // Inf in the image's location or cross-entropies makes its loss NaN.
@@ -123,6 +157,22 @@ int64_t forward_image(const ForwardInputs<T>& in, const Sizes& sz, const Options
   return num_pos;
 }
 
+template <typename T>
+T divisor(Normalization normalization, int64_t total_pos, const Sizes& sz) {
+  switch (normalization) {
+    case Normalization::kValid:
+      // Deviation from fluid (spec §11): clamped at 1, so no positives gives 0, not NaN.
+      return static_cast<T>(std::max<int64_t>(total_pos, 1));
+    case Normalization::kFull:
+      return static_cast<T>(std::max<int64_t>(sz.num_images * sz.num_priors, 1));
+    case Normalization::kBatchSize:
+      return static_cast<T>(std::max<int64_t>(sz.num_images, 1));
+    case Normalization::kNone:
+      break;
+  }
+  return T(1);
+}
+
 }  // namespace
 
 template <typename T>
@@ -136,10 +186,9 @@ void forward(const ForwardInputs<T>& in, const Sizes& sz, const Options& opt,
   });
   int64_t total_pos = 0;
   for (int64_t i = 0; i < n; ++i) total_pos += num_pos[i];
-  // Deviation from fluid (spec §11): the divisor is clamped at 1, so no positives gives 0, not NaN.
-  const T divisor = opt.normalize ? static_cast<T>(std::max<int64_t>(total_pos, 1)) : T(1);
-  *out.normalizer = divisor;
-  for (int64_t i = 0; i < n; ++i) out.loss[i] /= divisor;
+  const T div = divisor<T>(opt.normalization, total_pos, sz);
+  *out.normalizer = div;
+  for (int64_t i = 0; i < n; ++i) out.loss[i] /= div;
 }
 
 template void forward<float>(const ForwardInputs<float>&, const Sizes&, const Options&,

@@ -88,7 +88,8 @@ template <typename T>
 SSD_CPU_CLONES void stats_rows(const T* logits, int64_t rows, int64_t nc, T* stats) {
   const int64_t width = (nc + kLanes - 1) / kLanes * kLanes;
   // Rows whose padded read stays inside the array.
-  const int64_t direct_rows = std::max<int64_t>(0, std::min(rows, (rows * nc - width) / nc + 1));
+  const int64_t direct_rows =
+      rows * nc < width ? 0 : std::min(rows, (rows * nc - width) / nc + 1);
   for (int64_t r = 0; r < direct_rows; ++r) row_stats(logits + r * nc, nc, width, stats + 2 * r);
   std::vector<T> padded(width);
   for (int64_t r = direct_rows; r < rows; ++r) {

@@ -12,8 +12,6 @@
 
 namespace {
 
-using ssd_loss::MatchType;
-
 // Input errors are raised as Paddle's InvalidArgument, which reaches Python as ValueError with its
 // message in every mode of 2.6 and 3.x (PD_CHECK's exception loses its text in 3.x static programs).
 void append(std::ostringstream&) {}
@@ -142,18 +140,25 @@ std::vector<int64_t> labels_as_int64(const paddle::Tensor& gt_label, int64_t num
 }
 
 ssd_loss::Options make_options(int background_label, float overlap_threshold, float neg_pos_ratio,
-                               float loc_loss_weight, float conf_loss_weight,
-                               const std::string& match_type, bool normalize) {
-  SSD_CHECK(match_type == "bipartite" || match_type == "per_prediction",
-           "match_type: expected 'bipartite' or 'per_prediction', received '", match_type, "'");
+                               float neg_overlap, float loc_loss_weight, float conf_loss_weight,
+                               const std::string& match_type, const std::string& mining_type,
+                               const std::string& normalization, int sample_size,
+                               int min_negatives_per_image, const std::string& neg_overlap_mode) {
   ssd_loss::Options opt;
+  const std::string err =
+      ssd_loss::parse_options(match_type, mining_type, normalization, neg_overlap_mode, &opt);
+  SSD_CHECK(err.empty(), err);
   opt.background_label = background_label;
   opt.overlap_threshold = overlap_threshold;
   opt.neg_pos_ratio = neg_pos_ratio;
+  opt.neg_overlap = neg_overlap;
   opt.loc_loss_weight = loc_loss_weight;
   opt.conf_loss_weight = conf_loss_weight;
-  opt.match_type = match_type == "bipartite" ? MatchType::kBipartite : MatchType::kPerPrediction;
-  opt.normalize = normalize;
+  opt.sample_size = sample_size;
+  opt.min_negatives_per_image = min_negatives_per_image;
+  SSD_CHECK(opt.mining_type != ssd_loss::MiningType::kHardExample || sample_size > 0,
+            "sample_size: expected an int > 0 with mining_type 'hard_example', received ",
+            sample_size);
   return opt;
 }
 
@@ -210,10 +215,9 @@ std::vector<paddle::Tensor> SsdLossForward(
     const paddle::optional<paddle::Tensor>& gt_lengths, int background_label,
     float overlap_threshold, float neg_pos_ratio, float neg_overlap, float loc_loss_weight,
     float conf_loss_weight, const std::string& match_type, const std::string& mining_type,
-    bool normalize, int sample_size) {
+    const std::string& normalization, int sample_size, int min_negatives_per_image,
+    const std::string& neg_overlap_mode) {
   check_inputs(location_in, confidence_in, gt_box_in, gt_label_in, prior_box_in, prior_box_var_in);
-  SSD_CHECK(mining_type == "max_negative", "mining_type: expected 'max_negative', received '",
-           mining_type, "'");
   const paddle::Tensor location = on_host(location_in);
   const paddle::Tensor confidence = on_host(confidence_in);
   const paddle::Tensor gt_box = on_host(gt_box_in);
@@ -223,8 +227,10 @@ std::vector<paddle::Tensor> SsdLossForward(
   const int64_t n = location.shape()[0], np = location.shape()[1], nc = confidence.shape()[2];
   SSD_CHECK(background_label >= 0 && background_label < nc, "background_label: expected a class ",
            "id in [0, ", nc, ") (C = confidence.shape[2]), received ", background_label);
-  const ssd_loss::Options opt = make_options(background_label, overlap_threshold, neg_pos_ratio,
-                                             loc_loss_weight, conf_loss_weight, match_type, normalize);
+  const ssd_loss::Options opt =
+      make_options(background_label, overlap_threshold, neg_pos_ratio, neg_overlap,
+                   loc_loss_weight, conf_loss_weight, match_type, mining_type, normalization,
+                   sample_size, min_negatives_per_image, neg_overlap_mode);
   // The LoD lives on the tensors handed to the op, so read it before any host copy.
   const std::vector<int64_t> offsets = gt_offsets(gt_box_in, gt_label_in,
       gt_lengths ? paddle::optional<paddle::Tensor>(on_host(*gt_lengths)) : gt_lengths, n);
@@ -351,8 +357,8 @@ PD_BUILD_OP(fused_ssd_loss)
     .Outputs({"Loss", "MatchIndices", "TargetClass", "LocTarget", "SoftmaxStats", "Normalizer"})
     .Attrs({"background_label: int", "overlap_threshold: float", "neg_pos_ratio: float",
             "neg_overlap: float", "loc_loss_weight: float", "conf_loss_weight: float",
-            "match_type: std::string", "mining_type: std::string", "normalize: bool",
-            "sample_size: int"})
+            "match_type: std::string", "mining_type: std::string", "normalization: std::string",
+            "sample_size: int", "min_negatives_per_image: int", "neg_overlap_mode: std::string"})
     .SetKernelFn(PD_KERNEL(SsdLossForward))
     .SetInferShapeFn(PD_INFER_SHAPE(SsdLossInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SsdLossInferDtype));

@@ -25,23 +25,6 @@ void require(bool ok, const std::string& msg) {
   if (!ok) throw py::value_error(msg);
 }
 
-ssd_loss::Options make_options(int64_t background_label, float overlap_threshold,
-                               float neg_pos_ratio, float loc_loss_weight, float conf_loss_weight,
-                               const std::string& match_type, bool normalize) {
-  require(match_type == "bipartite" || match_type == "per_prediction",
-          "match_type: expected 'bipartite' or 'per_prediction', received '" + match_type + "'");
-  ssd_loss::Options opt;
-  opt.background_label = background_label;
-  opt.overlap_threshold = overlap_threshold;
-  opt.neg_pos_ratio = neg_pos_ratio;
-  opt.loc_loss_weight = loc_loss_weight;
-  opt.conf_loss_weight = conf_loss_weight;
-  opt.match_type = match_type == "bipartite" ? ssd_loss::MatchType::kBipartite
-                                             : ssd_loss::MatchType::kPerPrediction;
-  opt.normalize = normalize;
-  return opt;
-}
-
 template <typename T>
 py::dict forward(Array<T> location, Array<T> confidence, Array<T> gt_box, Array<int64_t> gt_label,
                  Array<int64_t> gt_lengths, Array<T> prior_box, Array<T> prior_var,
@@ -133,7 +116,9 @@ py::tuple backward(Array<T> location, Array<T> confidence, Array<T> grad_loss,
   return py::make_tuple(grad_location, grad_confidence);
 }
 
-bool is_double(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
+// By kind and size, not dtype identity: an unpickled or big-endian float64 array must take the
+// double path too (forcecast then brings it to native order).
+bool is_double(const py::array& a) { return a.dtype().kind() == 'f' && a.dtype().itemsize() == 8; }
 
 }  // namespace
 
@@ -144,10 +129,25 @@ PYBIND11_MODULE(_core, m) {
       [](py::array location, py::array confidence, py::array gt_box, Array<int64_t> gt_label,
          Array<int64_t> gt_lengths, py::array prior_box, py::array prior_box_var,
          int64_t background_label, float overlap_threshold, float neg_pos_ratio,
-         float loc_loss_weight, float conf_loss_weight, const std::string& match_type,
-         bool normalize) -> py::dict {
-        const auto opt = make_options(background_label, overlap_threshold, neg_pos_ratio,
-                                      loc_loss_weight, conf_loss_weight, match_type, normalize);
+         float neg_overlap, float loc_loss_weight, float conf_loss_weight,
+         const std::string& match_type, const std::string& mining_type, bool normalize,
+         int64_t sample_size, const std::string& normalization, int64_t min_negatives_per_image,
+         const std::string& neg_overlap_mode) -> py::dict {
+        ssd_loss::Options opt;
+        require(ssd_loss::parse_options(match_type, mining_type,
+                                        normalization.empty() ? (normalize ? "valid" : "none")
+                                                              : normalization,
+                                        neg_overlap_mode, &opt));
+        require(opt.mining_type != ssd_loss::MiningType::kHardExample || sample_size > 0,
+                "sample_size: expected an int > 0 with mining_type 'hard_example'");
+        opt.background_label = background_label;
+        opt.overlap_threshold = overlap_threshold;
+        opt.neg_pos_ratio = neg_pos_ratio;
+        opt.neg_overlap = neg_overlap;
+        opt.loc_loss_weight = loc_loss_weight;
+        opt.conf_loss_weight = conf_loss_weight;
+        opt.sample_size = sample_size;
+        opt.min_negatives_per_image = min_negatives_per_image;
         if (is_double(location)) {
           return forward<double>(location, confidence, gt_box, gt_label, gt_lengths, prior_box,
                                  prior_box_var, opt);
@@ -158,9 +158,11 @@ PYBIND11_MODULE(_core, m) {
       py::arg("location"), py::arg("confidence"), py::arg("gt_box"), py::arg("gt_label"),
       py::arg("gt_lengths"), py::arg("prior_box"), py::arg("prior_box_var"),
       py::arg("background_label") = 0, py::arg("overlap_threshold") = 0.5f,
-      py::arg("neg_pos_ratio") = 3.0f, py::arg("loc_loss_weight") = 1.0f,
-      py::arg("conf_loss_weight") = 1.0f, py::arg("match_type") = "per_prediction",
-      py::arg("normalize") = true,
+      py::arg("neg_pos_ratio") = 3.0f, py::arg("neg_overlap") = 0.5f,
+      py::arg("loc_loss_weight") = 1.0f, py::arg("conf_loss_weight") = 1.0f,
+      py::arg("match_type") = "per_prediction", py::arg("mining_type") = "max_negative",
+      py::arg("normalize") = true, py::arg("sample_size") = 0, py::arg("normalization") = "",
+      py::arg("min_negatives_per_image") = 0, py::arg("neg_overlap_mode") = "fluid",
       "Forward pass; returns a dict with loss [N, 1] and the state saved for backward.");
   m.def(
       "backward",

@@ -103,7 +103,7 @@ void check_variants() {
        {1, 1, 2, 2}},
       {"E5 weights, no normalize",
        [](ssd_loss::Options& o) {
-         o.normalize = false;
+         o.normalization = ssd_loss::Normalization::kNone;
          o.loc_loss_weight = 2.f;
          o.conf_loss_weight = .5f;
        },
@@ -155,7 +155,7 @@ TEST_CASE(examples, e2_and_e3_gradients) {
 
 TEST_CASE(examples, e5_gradient_uses_weights_without_normalizer) {
   test::Problem<float> pb = example_e1<float>();
-  pb.options.normalize = false;
+  pb.options.normalization = ssd_loss::Normalization::kNone;
   pb.options.loc_loss_weight = 2.f;
   pb.options.conf_loss_weight = .5f;
   const test::Result<float> r = test::run(pb);
@@ -227,10 +227,10 @@ TEST_CASE(examples, e11_inclusive_threshold) {
 
 TEST_CASE(examples, e8_e9_no_positive_gives_zero_not_nan) {
   // Spec §11 deviation: fluid gives NaN for E8 (0/0); the divisor is clamped at 1 here.
-  for (bool normalize : {true, false}) {
+  for (auto normalization : {ssd_loss::Normalization::kValid, ssd_loss::Normalization::kNone}) {
     test::Problem<float> pb = example_e1<float>();
     pb.gt_box = {2, 2, 3, 3};
-    pb.options.normalize = normalize;
+    pb.options.normalization = normalization;
     const test::Result<float> r = test::run(pb);
     CHECK_EQ(r.match, (Ints{-1, -1, -1, -1}));
     CHECK_EQ(r.target_class, (Ints{-1, -1, -1, -1}));  // P = 0 mines no negative

@@ -1,0 +1,93 @@
+#include <initializer_list>
+#include <sstream>
+#include <string>
+#include <utility>
+
+#include "ssd_loss/ssd_loss.h"
+
+namespace ssd_loss {
+
+std::string check_gt_offsets(const int64_t* gt_offsets, int64_t num_images, int64_t num_gt) {
+  std::ostringstream msg;
+  if (gt_offsets[0] != 0) {
+    msg << "gt offsets (LoD of gt_box or running sum of gt_lengths): expected to start at 0, "
+        << "received " << gt_offsets[0];
+    return msg.str();
+  }
+  for (int64_t i = 0; i < num_images; ++i) {
+    if (gt_offsets[i + 1] < gt_offsets[i]) {
+      msg << "gt offsets (LoD of gt_box or running sum of gt_lengths): expected non-decreasing "
+          << "values, received " << gt_offsets[i + 1] << " after " << gt_offsets[i]
+          << " at image " << i;
+      return msg.str();
+    }
+  }
+  if (gt_offsets[num_images] != num_gt) {
+    msg << "gt offsets (LoD of gt_box or running sum of gt_lengths): expected to end at the "
+        << "number of gt_box rows " << num_gt << ", received " << gt_offsets[num_images];
+    return msg.str();
+  }
+  return {};
+}
+
+std::string check_labels(const int64_t* gt_label, int64_t num_gt, int64_t num_classes) {
+  for (int64_t g = 0; g < num_gt; ++g) {
+    if (gt_label[g] < 0 || gt_label[g] >= num_classes) {
+      std::ostringstream msg;
+      msg << "gt_label: expected class ids in [0, " << num_classes << ") (C = confidence.shape[2]), "
+          << "received " << gt_label[g] << " at row " << g;
+      return msg.str();
+    }
+  }
+  return {};
+}
+
+}  // namespace ssd_loss
+
+namespace ssd_loss {
+namespace {
+
+template <typename E>
+std::string parse_enum(const char* name, const std::string& value,
+                       std::initializer_list<std::pair<const char*, E>> choices, E* out) {
+  std::string expected;
+  for (const auto& choice : choices) {
+    if (value == choice.first) {
+      *out = choice.second;
+      return {};
+    }
+    expected += (expected.empty() ? "'" : ", '") + std::string(choice.first) + "'";
+  }
+  return std::string(name) + ": expected one of " + expected + ", received '" + value + "'";
+}
+
+}  // namespace
+
+std::string parse_options(const std::string& match_type, const std::string& mining_type,
+                          const std::string& normalization, const std::string& neg_overlap_mode,
+                          Options* opt) {
+  std::string err = parse_enum("match_type", match_type,
+                               {{"bipartite", MatchType::kBipartite},
+                                {"per_prediction", MatchType::kPerPrediction}},
+                               &opt->match_type);
+  if (err.empty()) {
+    err = parse_enum("mining_type", mining_type,
+                     {{"max_negative", MiningType::kMaxNegative},
+                      {"hard_example", MiningType::kHardExample}},
+                     &opt->mining_type);
+  }
+  if (err.empty()) {
+    err = parse_enum("normalization", normalization,
+                     {{"valid", Normalization::kValid}, {"full", Normalization::kFull},
+                      {"batch_size", Normalization::kBatchSize}, {"none", Normalization::kNone}},
+                     &opt->normalization);
+  }
+  if (err.empty()) {
+    err = parse_enum("neg_overlap_mode", neg_overlap_mode,
+                     {{"fluid", NegOverlapMode::kFluid}, {"caffe", NegOverlapMode::kCaffe}},
+                     &opt->neg_overlap_mode);
+  }
+  return err;
+}
+
+}  // namespace ssd_loss
