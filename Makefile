@@ -11,8 +11,8 @@ PACKAGE_SOURCES := setup.py pyproject.toml $(shell find src include paddle_ssd_o
 PYTEST_ARGS ?=
 JOBS ?= 2
 
-.PHONY: demo test test-python test-cpp test-sanitize test-fast test-fuzz-core check-cuda bench \
-	bench-fluid fuzz clean
+.PHONY: demo test test-python test-cpp test-sanitize test-fast test-fuzz-core check-cuda test-gpu \
+	test-cuda-emu bench bench-fluid fuzz clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/python examples/demo.py
@@ -43,9 +43,18 @@ FUZZ_SECONDS ?= 60
 test-fuzz-core:
 	scripts/fuzz_core.sh $(FUZZ_SECONDS)
 
-# nvcc compile-only check of every .cu (sm_80, sm_90) and of the CUDA pybind11 module.
+# nvcc compile-only check of every .cu (sm_80, sm_90), and the link of the CUDA pybind11 module.
 check-cuda: $(VENV)/.deps
-	PYTHON=$(VENV)/bin/python scripts/check_cuda_compile.sh
+	PYTHON=$(VENV)/bin/python scripts/check_cuda_compile.sh --link
+
+# On a machine with an NVIDIA GPU: build the CUDA module and run the GPU tests against the CPU core.
+test-gpu: $(VENV)/.installed
+	PYTHON=$(VENV)/bin/python scripts/check_cuda_compile.sh --link
+	PYTHONPATH=build/cuda $(VENV)/bin/pytest -q tests/gpu
+
+# Without a GPU: the CUDA kernels' logic run on the host (tests/gpu/emu), against the CPU core.
+test-cuda-emu: $(VENV)/.deps
+	PYTHON=$(VENV)/bin/python tests/gpu/emu/build.sh
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_cpu.py

@@ -10,7 +10,7 @@
 namespace ssd_loss {
 
 // Number of negatives to mine: trunc(float32(P) * float32(ratio)), at most the candidates.
-inline int64_t num_negatives(int64_t num_pos, float neg_pos_ratio, int64_t num_candidates) {
+SSD_HOST_DEVICE int64_t num_negatives(int64_t num_pos, float neg_pos_ratio, int64_t num_candidates) {
   const float wanted = static_cast<float>(num_pos) * neg_pos_ratio;
   // Written so that an out-of-range or NaN product takes every candidate instead of hitting UB.
   if (!(wanted < static_cast<float>(num_candidates))) return num_candidates;

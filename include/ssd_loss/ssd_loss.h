@@ -41,12 +41,14 @@ struct Options {
   NegOverlapMode neg_overlap_mode = NegOverlapMode::kFluid;
 };
 
-// Sets the options named by strings in the Python API (match_type, mining_type, normalization,
-// neg_overlap_mode). Returns an empty string, or a message naming the argument and the values
-// expected and received.
-std::string parse_options(const std::string& match_type, const std::string& mining_type,
-                          const std::string& normalization, const std::string& neg_overlap_mode,
-                          Options* opt);
+// Options from the values of the Python API's arguments, checked; returns an empty string, or a
+// message naming the argument and the values expected and received.
+std::string make_options(int64_t background_label, float overlap_threshold, float neg_pos_ratio,
+                         float neg_overlap, float loc_loss_weight, float conf_loss_weight,
+                         const std::string& match_type, const std::string& mining_type,
+                         const std::string& normalization, int64_t sample_size,
+                         int64_t min_negatives_per_image, const std::string& neg_overlap_mode,
+                         Options* opt);
 
 struct Sizes {
   int64_t num_images = 0;   // N

@@ -63,9 +63,12 @@ std::string parse_enum(const char* name, const std::string& value,
 
 }  // namespace
 
-std::string parse_options(const std::string& match_type, const std::string& mining_type,
-                          const std::string& normalization, const std::string& neg_overlap_mode,
-                          Options* opt) {
+std::string make_options(int64_t background_label, float overlap_threshold, float neg_pos_ratio,
+                         float neg_overlap, float loc_loss_weight, float conf_loss_weight,
+                         const std::string& match_type, const std::string& mining_type,
+                         const std::string& normalization, int64_t sample_size,
+                         int64_t min_negatives_per_image, const std::string& neg_overlap_mode,
+                         Options* opt) {
   std::string err = parse_enum("match_type", match_type,
                                {{"bipartite", MatchType::kBipartite},
                                 {"per_prediction", MatchType::kPerPrediction}},
@@ -87,7 +90,27 @@ std::string parse_options(const std::string& match_type, const std::string& mini
                      {{"fluid", NegOverlapMode::kFluid}, {"caffe", NegOverlapMode::kCaffe}},
                      &opt->neg_overlap_mode);
   }
-  return err;
+  if (!err.empty()) return err;
+  if (opt->mining_type == MiningType::kHardExample && sample_size <= 0) {
+    return "sample_size: expected an int > 0 with mining_type 'hard_example', received " +
+           std::to_string(sample_size);
+  }
+  if (!(neg_pos_ratio > 0.f)) {
+    return "neg_pos_ratio: expected a number > 0, received " + std::to_string(neg_pos_ratio);
+  }
+  if (min_negatives_per_image < 0) {
+    return "min_negatives_per_image: expected an int >= 0, received " +
+           std::to_string(min_negatives_per_image);
+  }
+  opt->background_label = background_label;
+  opt->overlap_threshold = overlap_threshold;
+  opt->neg_pos_ratio = neg_pos_ratio;
+  opt->neg_overlap = neg_overlap;
+  opt->loc_loss_weight = loc_loss_weight;
+  opt->conf_loss_weight = conf_loss_weight;
+  opt->sample_size = sample_size;
+  opt->min_negatives_per_image = min_negatives_per_image;
+  return {};
 }
 
 }  // namespace ssd_loss

@@ -139,29 +139,6 @@ std::vector<int64_t> labels_as_int64(const paddle::Tensor& gt_label, int64_t num
   return labels;
 }
 
-ssd_loss::Options make_options(int background_label, float overlap_threshold, float neg_pos_ratio,
-                               float neg_overlap, float loc_loss_weight, float conf_loss_weight,
-                               const std::string& match_type, const std::string& mining_type,
-                               const std::string& normalization, int sample_size,
-                               int min_negatives_per_image, const std::string& neg_overlap_mode) {
-  ssd_loss::Options opt;
-  const std::string err =
-      ssd_loss::parse_options(match_type, mining_type, normalization, neg_overlap_mode, &opt);
-  SSD_CHECK(err.empty(), err);
-  opt.background_label = background_label;
-  opt.overlap_threshold = overlap_threshold;
-  opt.neg_pos_ratio = neg_pos_ratio;
-  opt.neg_overlap = neg_overlap;
-  opt.loc_loss_weight = loc_loss_weight;
-  opt.conf_loss_weight = conf_loss_weight;
-  opt.sample_size = sample_size;
-  opt.min_negatives_per_image = min_negatives_per_image;
-  SSD_CHECK(opt.mining_type != ssd_loss::MiningType::kHardExample || sample_size > 0,
-            "sample_size: expected an int > 0 with mining_type 'hard_example', received ",
-            sample_size);
-  return opt;
-}
-
 void check_inputs(const paddle::Tensor& location, const paddle::Tensor& confidence,
                   const paddle::Tensor& gt_box, const paddle::Tensor& gt_label,
                   const paddle::Tensor& prior_box,
@@ -227,10 +204,12 @@ std::vector<paddle::Tensor> SsdLossForward(
   const int64_t n = location.shape()[0], np = location.shape()[1], nc = confidence.shape()[2];
   SSD_CHECK(background_label >= 0 && background_label < nc, "background_label: expected a class ",
            "id in [0, ", nc, ") (C = confidence.shape[2]), received ", background_label);
-  const ssd_loss::Options opt =
-      make_options(background_label, overlap_threshold, neg_pos_ratio, neg_overlap,
-                   loc_loss_weight, conf_loss_weight, match_type, mining_type, normalization,
-                   sample_size, min_negatives_per_image, neg_overlap_mode);
+  ssd_loss::Options opt;
+  const std::string err = ssd_loss::make_options(
+      background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
+      conf_loss_weight, match_type, mining_type, normalization, sample_size,
+      min_negatives_per_image, neg_overlap_mode, &opt);
+  SSD_CHECK(err.empty(), err);
   // The LoD lives on the tensors handed to the op, so read it before any host copy.
   const std::vector<int64_t> offsets = gt_offsets(gt_box_in, gt_label_in,
       gt_lengths ? paddle::optional<paddle::Tensor>(on_host(*gt_lengths)) : gt_lengths, n);

@@ -134,20 +134,11 @@ PYBIND11_MODULE(_core, m) {
          int64_t sample_size, const std::string& normalization, int64_t min_negatives_per_image,
          const std::string& neg_overlap_mode) -> py::dict {
         ssd_loss::Options opt;
-        require(ssd_loss::parse_options(match_type, mining_type,
-                                        normalization.empty() ? (normalize ? "valid" : "none")
-                                                              : normalization,
-                                        neg_overlap_mode, &opt));
-        require(opt.mining_type != ssd_loss::MiningType::kHardExample || sample_size > 0,
-                "sample_size: expected an int > 0 with mining_type 'hard_example'");
-        opt.background_label = background_label;
-        opt.overlap_threshold = overlap_threshold;
-        opt.neg_pos_ratio = neg_pos_ratio;
-        opt.neg_overlap = neg_overlap;
-        opt.loc_loss_weight = loc_loss_weight;
-        opt.conf_loss_weight = conf_loss_weight;
-        opt.sample_size = sample_size;
-        opt.min_negatives_per_image = min_negatives_per_image;
+        require(ssd_loss::make_options(
+            background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
+            conf_loss_weight, match_type, mining_type,
+            normalization.empty() ? (normalize ? "valid" : "none") : normalization, sample_size,
+            min_negatives_per_image, neg_overlap_mode, &opt));
         if (is_double(location)) {
           return forward<double>(location, confidence, gt_box, gt_label, gt_lengths, prior_box,
                                  prior_box_var, opt);

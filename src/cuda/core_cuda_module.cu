@@ -1,0 +1,314 @@
+// pybind11 binding of the CUDA launchers (NumPy in, NumPy out): the twin of
+// src/python/core_module.cc (module `_core`), with the same Python signatures, so that tests can
+// compare the CUDA path against the CPU core call for call. Inputs are copied to the device
+// (cudaMalloc / cudaMemcpy), the launchers run on the default stream, outputs are copied back.
+//
+// Link with ssd_loss_kernels.cu and the core's host-side checks and option parsing
+// (check_gt_offsets, check_labels, make_options: src/core/options.cc), e.g.
+// scripts/check_cuda_compile.sh --link. Importing needs no GPU; calls without a CUDA device raise
+// RuntimeError. device_count() returns 0 when no device is usable.
+#include <cuda_runtime.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ssd_loss/ssd_loss.h"
+#include "ssd_loss_cuda.h"
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename T>
+using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+void require(const std::string& err) {
+  if (!err.empty()) throw py::value_error(err);
+}
+
+void require(bool ok, const std::string& msg) {
+  if (!ok) throw py::value_error(msg);
+}
+
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorName(e) +
+                             " (" + cudaGetErrorString(e) + ")");
+  }
+}
+
+// A device allocation freed on scope exit (also when an exception unwinds).
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    if (bytes_ > 0) check_cuda(cudaMalloc(&ptr_, bytes_), "cudaMalloc");
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (ptr_) cudaFree(ptr_);
+  }
+  template <typename U>
+  U* as() const {
+    return static_cast<U*>(ptr_);
+  }
+  void* get() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+template <typename U>
+void upload(DeviceBuffer& dst, const U* src, size_t count) {
+  if (count > 0) {
+    check_cuda(cudaMemcpy(dst.get(), src, count * sizeof(U), cudaMemcpyHostToDevice), "upload");
+  }
+}
+
+template <typename U>
+void download(U* dst, const DeviceBuffer& src, size_t count) {
+  if (count > 0) {
+    check_cuda(cudaMemcpy(dst, src.get(), count * sizeof(U), cudaMemcpyDeviceToHost), "download");
+  }
+}
+
+template <typename U>
+size_t bytes_of(int64_t count) {
+  return static_cast<size_t>(count) * sizeof(U);
+}
+
+// The options of _core.forward, parsed and checked by the core as src/python/core_module.cc does.
+ssd_loss::Options options_from_args(int64_t background_label, float overlap_threshold,
+                                    float neg_pos_ratio, float neg_overlap, float loc_loss_weight,
+                                    float conf_loss_weight, const std::string& match_type,
+                                    const std::string& mining_type, bool normalize,
+                                    int64_t sample_size, const std::string& normalization,
+                                    int64_t min_negatives_per_image,
+                                    const std::string& neg_overlap_mode) {
+  ssd_loss::Options opt;
+  require(ssd_loss::make_options(
+      background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
+      conf_loss_weight, match_type, mining_type,
+      normalization.empty() ? (normalize ? "valid" : "none") : normalization, sample_size,
+      min_negatives_per_image, neg_overlap_mode, &opt));
+  return opt;
+}
+
+template <typename T>
+py::dict forward(Array<T> location, Array<T> confidence, Array<T> gt_box, Array<int64_t> gt_label,
+                 Array<int64_t> gt_lengths, Array<T> prior_box, Array<T> prior_var,
+                 const ssd_loss::Options& opt) {
+  // The checks of core_module.cc, in the same order and with the same messages.
+  require(location.ndim() == 3 && location.shape(2) == 4, "location: expected shape [N, Np, 4]");
+  const int64_t n = location.shape(0), np = location.shape(1);
+  require(confidence.ndim() == 3 && confidence.shape(0) == n && confidence.shape(1) == np,
+          "confidence: expected shape [N, Np, C]");
+  const int64_t nc = confidence.shape(2);
+  require(np > 0 && nc > 0, "location/confidence: expected Np > 0 and C > 0");
+  require(gt_box.ndim() == 2 && gt_box.shape(1) == 4, "gt_box: expected shape [Ng, 4]");
+  const int64_t ng = gt_box.shape(0);
+  require(gt_label.size() == ng, "gt_label: expected one label per gt_box row");
+  require(gt_lengths.size() == n, "gt_lengths: expected one count per image");
+  require(prior_box.ndim() == 2 && prior_box.shape(0) == np && prior_box.shape(1) == 4,
+          "prior_box: expected shape [Np, 4]");
+  require(prior_var.size() == 4 || prior_var.size() == np * 4,
+          "prior_box_var: expected shape [Np, 4] or 4 values");
+  require(opt.background_label >= 0 && opt.background_label < nc,
+          "background_label: expected a class id in [0, C)");
+  std::vector<int64_t> offsets(n + 1, 0);
+  for (int64_t i = 0; i < n; ++i) offsets[i + 1] = offsets[i] + gt_lengths.data()[i];
+  require(ssd_loss::check_gt_offsets(offsets.data(), n, ng));
+  require(ssd_loss::check_labels(gt_label.data(), ng, nc));
+
+  Array<T> loss({n, int64_t{1}}), normalizer({int64_t{1}}), loc_target({n, np, int64_t{4}}),
+      stats({n, np, int64_t{2}});
+  Array<int32_t> match({n, np}), target_class({n, np});
+  const ssd_loss::Sizes sizes{n, np, nc};
+  {
+    py::gil_scoped_release release;
+    DeviceBuffer d_location(bytes_of<T>(n * np * 4)), d_confidence(bytes_of<T>(n * np * nc)),
+        d_gt_box(bytes_of<T>(ng * 4)), d_gt_label(bytes_of<int64_t>(ng)),
+        d_offsets(bytes_of<int64_t>(n + 1)), d_prior_box(bytes_of<T>(np * 4)),
+        d_prior_var(bytes_of<T>(prior_var.size())), d_loss(bytes_of<T>(n)),
+        d_normalizer(bytes_of<T>(1)), d_match(bytes_of<int32_t>(n * np)),
+        d_target_class(bytes_of<int32_t>(n * np)), d_loc_target(bytes_of<T>(n * np * 4)),
+        d_stats(bytes_of<T>(n * np * 2)),
+        d_workspace(ssd_loss::cuda::forward_workspace_bytes(sizes, ng));
+    upload(d_location, location.data(), n * np * 4);
+    upload(d_confidence, confidence.data(), n * np * nc);
+    upload(d_gt_box, gt_box.data(), ng * 4);
+    upload(d_gt_label, gt_label.data(), ng);
+    upload(d_offsets, offsets.data(), n + 1);
+    upload(d_prior_box, prior_box.data(), np * 4);
+    upload(d_prior_var, prior_var.data(), prior_var.size());
+
+    ssd_loss::ForwardInputs<T> in;
+    in.location = d_location.as<T>();
+    in.confidence = d_confidence.as<T>();
+    in.gt_box = d_gt_box.as<T>();
+    in.gt_label = d_gt_label.as<int64_t>();
+    in.gt_offsets = d_offsets.as<int64_t>();
+    in.prior_box = d_prior_box.as<T>();
+    in.prior_var = d_prior_var.as<T>();
+    in.prior_var_shared = prior_var.size() == 4 && np != 1;
+    ssd_loss::ForwardOutputs<T> out;
+    out.loss = d_loss.as<T>();
+    out.normalizer = d_normalizer.as<T>();
+    out.saved.match = d_match.as<int32_t>();
+    out.saved.target_class = d_target_class.as<int32_t>();
+    out.saved.loc_target = d_loc_target.as<T>();
+    out.saved.softmax_stats = d_stats.as<T>();
+    check_cuda(ssd_loss::cuda::forward_cuda(in, sizes, opt, out, d_workspace.get(),
+                                            d_workspace.bytes(), nullptr),
+               "forward_cuda (launch)");
+    check_cuda(cudaDeviceSynchronize(), "forward_cuda (kernels)");
+
+    download(loss.mutable_data(), d_loss, n);
+    download(normalizer.mutable_data(), d_normalizer, 1);
+    download(match.mutable_data(), d_match, n * np);
+    download(target_class.mutable_data(), d_target_class, n * np);
+    download(loc_target.mutable_data(), d_loc_target, n * np * 4);
+    download(stats.mutable_data(), d_stats, n * np * 2);
+  }
+  py::dict result;
+  result["loss"] = loss;
+  result["normalizer"] = normalizer;
+  result["match"] = match;
+  result["target_class"] = target_class;
+  result["loc_target"] = loc_target;
+  result["softmax_stats"] = stats;
+  return result;
+}
+
+template <typename T>
+py::tuple backward(Array<T> location, Array<T> confidence, Array<T> grad_loss,
+                   const py::dict& saved, const ssd_loss::Options& opt) {
+  require(location.ndim() == 3 && location.shape(2) == 4, "location: expected shape [N, Np, 4]");
+  require(confidence.ndim() == 3 && confidence.shape(0) == location.shape(0) &&
+              confidence.shape(1) == location.shape(1),
+          "confidence: expected shape [N, Np, C]");
+  const int64_t n = location.shape(0), np = location.shape(1), nc = confidence.shape(2);
+  require(grad_loss.size() == n, "grad_loss: expected one value per image");
+  Array<T> normalizer = saved["normalizer"].cast<Array<T>>();
+  Array<int32_t> match = saved["match"].cast<Array<int32_t>>();
+  Array<int32_t> target_class = saved["target_class"].cast<Array<int32_t>>();
+  Array<T> loc_target = saved["loc_target"].cast<Array<T>>();
+  Array<T> stats = saved["softmax_stats"].cast<Array<T>>();
+  require(normalizer.size() == 1 && match.size() == n * np && target_class.size() == n * np &&
+              loc_target.size() == n * np * 4 && stats.size() == n * np * 2,
+          "saved: expected the forward result of these inputs");
+  Array<T> grad_location({n, np, int64_t{4}}), grad_confidence({n, np, nc});
+  {
+    py::gil_scoped_release release;
+    DeviceBuffer d_location(bytes_of<T>(n * np * 4)), d_confidence(bytes_of<T>(n * np * nc)),
+        d_grad_loss(bytes_of<T>(n)), d_normalizer(bytes_of<T>(1)),
+        d_match(bytes_of<int32_t>(n * np)), d_target_class(bytes_of<int32_t>(n * np)),
+        d_loc_target(bytes_of<T>(n * np * 4)), d_stats(bytes_of<T>(n * np * 2)),
+        d_grad_location(bytes_of<T>(n * np * 4)), d_grad_confidence(bytes_of<T>(n * np * nc));
+    upload(d_location, location.data(), n * np * 4);
+    upload(d_confidence, confidence.data(), n * np * nc);
+    upload(d_grad_loss, grad_loss.data(), n);
+    upload(d_normalizer, normalizer.data(), 1);
+    upload(d_match, match.data(), n * np);
+    upload(d_target_class, target_class.data(), n * np);
+    upload(d_loc_target, loc_target.data(), n * np * 4);
+    upload(d_stats, stats.data(), n * np * 2);
+
+    ssd_loss::BackwardInputs<T> in;
+    in.location = d_location.as<T>();
+    in.confidence = d_confidence.as<T>();
+    in.grad_loss = d_grad_loss.as<T>();
+    in.normalizer = d_normalizer.as<T>();
+    in.match = d_match.as<int32_t>();
+    in.target_class = d_target_class.as<int32_t>();
+    in.loc_target = d_loc_target.as<T>();
+    in.softmax_stats = d_stats.as<T>();
+    ssd_loss::BackwardOutputs<T> out;
+    out.grad_location = d_grad_location.as<T>();
+    out.grad_confidence = d_grad_confidence.as<T>();
+    check_cuda(ssd_loss::cuda::backward_cuda(in, {n, np, nc}, opt, out, nullptr),
+               "backward_cuda (launch)");
+    check_cuda(cudaDeviceSynchronize(), "backward_cuda (kernels)");
+    download(grad_location.mutable_data(), d_grad_location, n * np * 4);
+    download(grad_confidence.mutable_data(), d_grad_confidence, n * np * nc);
+  }
+  return py::make_tuple(grad_location, grad_confidence);
+}
+
+// float64 by kind and size, not by dtype identity: a float64 array whose dtype object is not
+// NumPy's canonical one (unpickled, big-endian) still takes the double path.
+bool is_double(const py::array& a) {
+  const py::dtype dt = a.dtype();
+  return dt.kind() == 'f' && dt.itemsize() == 8;
+}
+
+int device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the error (no driver, no device)
+    return 0;
+  }
+  return count;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core_cuda, m) {
+  m.doc() = "CUDA path of the fused SSD loss core (NumPy in, NumPy out; device copies inside).";
+  m.def(
+      "forward",
+      [](py::array location, py::array confidence, py::array gt_box, Array<int64_t> gt_label,
+         Array<int64_t> gt_lengths, py::array prior_box, py::array prior_box_var,
+         int64_t background_label, float overlap_threshold, float neg_pos_ratio,
+         float neg_overlap, float loc_loss_weight, float conf_loss_weight,
+         const std::string& match_type, const std::string& mining_type, bool normalize,
+         int64_t sample_size, const std::string& normalization, int64_t min_negatives_per_image,
+         const std::string& neg_overlap_mode) -> py::dict {
+        const auto opt = options_from_args(background_label, overlap_threshold, neg_pos_ratio,
+                                           neg_overlap, loc_loss_weight, conf_loss_weight,
+                                           match_type, mining_type, normalize, sample_size,
+                                           normalization, min_negatives_per_image,
+                                           neg_overlap_mode);
+        if (is_double(location)) {
+          return forward<double>(location, confidence, gt_box, gt_label, gt_lengths, prior_box,
+                                 prior_box_var, opt);
+        }
+        return forward<float>(location, confidence, gt_box, gt_label, gt_lengths, prior_box,
+                              prior_box_var, opt);
+      },
+      py::arg("location"), py::arg("confidence"), py::arg("gt_box"), py::arg("gt_label"),
+      py::arg("gt_lengths"), py::arg("prior_box"), py::arg("prior_box_var"),
+      py::arg("background_label") = 0, py::arg("overlap_threshold") = 0.5f,
+      py::arg("neg_pos_ratio") = 3.0f, py::arg("neg_overlap") = 0.5f,
+      py::arg("loc_loss_weight") = 1.0f, py::arg("conf_loss_weight") = 1.0f,
+      py::arg("match_type") = "per_prediction", py::arg("mining_type") = "max_negative",
+      py::arg("normalize") = true, py::arg("sample_size") = 0, py::arg("normalization") = "",
+      py::arg("min_negatives_per_image") = 0, py::arg("neg_overlap_mode") = "fluid",
+      "Forward pass on the GPU; returns a dict with loss [N, 1] and the state saved for backward.");
+  m.def(
+      "backward",
+      [](py::array location, py::array confidence, py::array grad_loss, const py::dict& saved,
+         float loc_loss_weight, float conf_loss_weight) -> py::tuple {
+        ssd_loss::Options opt;
+        opt.loc_loss_weight = loc_loss_weight;
+        opt.conf_loss_weight = conf_loss_weight;
+        if (is_double(location)) return backward<double>(location, confidence, grad_loss, saved, opt);
+        return backward<float>(location, confidence, grad_loss, saved, opt);
+      },
+      py::arg("location"), py::arg("confidence"), py::arg("grad_loss"), py::arg("saved"),
+      py::arg("loc_loss_weight") = 1.0f, py::arg("conf_loss_weight") = 1.0f,
+      "Backward pass on the GPU; returns (grad_location, grad_confidence).");
+  m.def("device_count", &device_count, "Number of usable CUDA devices (0 without driver/device).");
+  m.def(
+      "forward_workspace_bytes",
+      [](int64_t n, int64_t np, int64_t nc, int64_t num_gt) {
+        return ssd_loss::cuda::forward_workspace_bytes({n, np, nc}, num_gt);
+      },
+      py::arg("num_images"), py::arg("num_priors"), py::arg("num_classes"), py::arg("num_gt"));
+}
