@@ -95,9 +95,6 @@ std::string make_options(int64_t background_label, float overlap_threshold, floa
     return "sample_size: expected an int > 0 with mining_type 'hard_example', received " +
            std::to_string(sample_size);
   }
-  if (!(neg_pos_ratio > 0.f)) {
-    return "neg_pos_ratio: expected a number > 0, received " + std::to_string(neg_pos_ratio);
-  }
   if (min_negatives_per_image < 0) {
     return "min_negatives_per_image: expected an int >= 0, received " +
            std::to_string(min_negatives_per_image);
