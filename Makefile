@@ -5,7 +5,7 @@ VENV ?= .venv
 VENV26 ?= .venv-paddle2.6
 PADDLE ?= 3.3.1
 PADDLE26 ?= 2.6.2
-DEPS := numpy pybind11 pytest hypothesis wheel "setuptools>=70.1" matplotlib
+DEPS := numpy pybind11 pytest hypothesis wheel "setuptools>=70.1" matplotlib tqdm
 PACKAGE_SOURCES := setup.py pyproject.toml $(shell find src include paddle_ssd_op -type f \
 	\( -name '*.cc' -o -name '*.h' -o -name '*.cu' -o -name '*.py' \) 2>/dev/null)
 PYTEST_ARGS ?=
@@ -16,6 +16,7 @@ JOBS ?= 2
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/python examples/demo.py
+	$(VENV)/bin/python examples/train_ssd_shapes.py --quick --out-dir build/ssd_shapes_demo
 
 # Every test on both supported Paddle versions, slow ones included, plus the C++ core tests.
 test: test-python test-cpp
