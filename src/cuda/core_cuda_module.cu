@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "../python/numpy_args.h"
 #include "ssd_loss/ssd_loss.h"
 #include "ssd_loss_cuda.h"
 
@@ -23,16 +24,7 @@ namespace py = pybind11;
 
 namespace {
 
-template <typename T>
-using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
-
-void require(const std::string& err) {
-  if (!err.empty()) throw py::value_error(err);
-}
-
-void require(bool ok, const std::string& msg) {
-  if (!ok) throw py::value_error(msg);
-}
+using namespace ssd_loss::python;
 
 void check_cuda(cudaError_t e, const char* what) {
   if (e != cudaSuccess) {
@@ -83,48 +75,14 @@ size_t bytes_of(int64_t count) {
   return static_cast<size_t>(count) * sizeof(U);
 }
 
-// The options of _core.forward, parsed and checked by the core as src/python/core_module.cc does.
-ssd_loss::Options options_from_args(int64_t background_label, float overlap_threshold,
-                                    float neg_pos_ratio, float neg_overlap, float loc_loss_weight,
-                                    float conf_loss_weight, const std::string& match_type,
-                                    const std::string& mining_type, bool normalize,
-                                    int64_t sample_size, const std::string& normalization,
-                                    int64_t min_negatives_per_image,
-                                    const std::string& neg_overlap_mode) {
-  ssd_loss::Options opt;
-  require(ssd_loss::make_options(
-      background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
-      conf_loss_weight, match_type, mining_type,
-      normalization.empty() ? (normalize ? "valid" : "none") : normalization, sample_size,
-      min_negatives_per_image, neg_overlap_mode, &opt));
-  return opt;
-}
-
 template <typename T>
 py::dict forward(Array<T> location, Array<T> confidence, Array<T> gt_box, Array<int64_t> gt_label,
                  Array<int64_t> gt_lengths, Array<T> prior_box, Array<T> prior_var,
                  const ssd_loss::Options& opt) {
-  // The checks of core_module.cc, in the same order and with the same messages.
-  require(location.ndim() == 3 && location.shape(2) == 4, "location: expected shape [N, Np, 4]");
-  const int64_t n = location.shape(0), np = location.shape(1);
-  require(confidence.ndim() == 3 && confidence.shape(0) == n && confidence.shape(1) == np,
-          "confidence: expected shape [N, Np, C]");
-  const int64_t nc = confidence.shape(2);
-  require(np > 0 && nc > 0, "location/confidence: expected Np > 0 and C > 0");
-  require(gt_box.ndim() == 2 && gt_box.shape(1) == 4, "gt_box: expected shape [Ng, 4]");
-  const int64_t ng = gt_box.shape(0);
-  require(gt_label.size() == ng, "gt_label: expected one label per gt_box row");
-  require(gt_lengths.size() == n, "gt_lengths: expected one count per image");
-  require(prior_box.ndim() == 2 && prior_box.shape(0) == np && prior_box.shape(1) == 4,
-          "prior_box: expected shape [Np, 4]");
-  require(prior_var.size() == 4 || prior_var.size() == np * 4,
-          "prior_box_var: expected shape [Np, 4] or 4 values");
-  require(opt.background_label >= 0 && opt.background_label < nc,
-          "background_label: expected a class id in [0, C)");
-  std::vector<int64_t> offsets(n + 1, 0);
-  for (int64_t i = 0; i < n; ++i) offsets[i + 1] = offsets[i] + gt_lengths.data()[i];
-  require(ssd_loss::check_gt_offsets(offsets.data(), n, ng));
-  require(ssd_loss::check_labels(gt_label.data(), ng, nc));
+  const ForwardShape shape = check_forward_args(location, confidence, gt_box, gt_label,
+                                                gt_lengths, prior_box, prior_var, opt);
+  const int64_t n = shape.n, np = shape.np, nc = shape.nc, ng = shape.ng;
+  const std::vector<int64_t>& offsets = shape.gt_offsets;
 
   Array<T> loss({n, int64_t{1}}), normalizer({int64_t{1}}), loc_target({n, np, int64_t{4}}),
       stats({n, np, int64_t{2}});
@@ -241,12 +199,6 @@ py::tuple backward(Array<T> location, Array<T> confidence, Array<T> grad_loss,
   return py::make_tuple(grad_location, grad_confidence);
 }
 
-// float64 by kind and size, not by dtype identity: a float64 array whose dtype object is not
-// NumPy's canonical one (unpickled, big-endian) still takes the double path.
-bool is_double(const py::array& a) {
-  const py::dtype dt = a.dtype();
-  return dt.kind() == 'f' && dt.itemsize() == 8;
-}
 
 int device_count() {
   int count = 0;

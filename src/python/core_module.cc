@@ -3,10 +3,10 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "numpy_args.h"
 #include "ssd_loss/parallel.h"
 #include "ssd_loss/ssd_loss.h"
 
@@ -14,41 +14,16 @@ namespace py = pybind11;
 
 namespace {
 
-template <typename T>
-using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
-
-void require(const std::string& err) {
-  if (!err.empty()) throw py::value_error(err);
-}
-
-void require(bool ok, const std::string& msg) {
-  if (!ok) throw py::value_error(msg);
-}
+using namespace ssd_loss::python;
 
 template <typename T>
 py::dict forward(Array<T> location, Array<T> confidence, Array<T> gt_box, Array<int64_t> gt_label,
                  Array<int64_t> gt_lengths, Array<T> prior_box, Array<T> prior_var,
                  const ssd_loss::Options& opt) {
-  require(location.ndim() == 3 && location.shape(2) == 4, "location: expected shape [N, Np, 4]");
-  const int64_t n = location.shape(0), np = location.shape(1);
-  require(confidence.ndim() == 3 && confidence.shape(0) == n && confidence.shape(1) == np,
-          "confidence: expected shape [N, Np, C]");
-  const int64_t nc = confidence.shape(2);
-  require(np > 0 && nc > 0, "location/confidence: expected Np > 0 and C > 0");
-  require(gt_box.ndim() == 2 && gt_box.shape(1) == 4, "gt_box: expected shape [Ng, 4]");
-  const int64_t ng = gt_box.shape(0);
-  require(gt_label.size() == ng, "gt_label: expected one label per gt_box row");
-  require(gt_lengths.size() == n, "gt_lengths: expected one count per image");
-  require(prior_box.ndim() == 2 && prior_box.shape(0) == np && prior_box.shape(1) == 4,
-          "prior_box: expected shape [Np, 4]");
-  require(prior_var.size() == 4 || prior_var.size() == np * 4,
-          "prior_box_var: expected shape [Np, 4] or 4 values");
-  require(opt.background_label >= 0 && opt.background_label < nc,
-          "background_label: expected a class id in [0, C)");
-  std::vector<int64_t> offsets(n + 1, 0);
-  for (int64_t i = 0; i < n; ++i) offsets[i + 1] = offsets[i] + gt_lengths.data()[i];
-  require(ssd_loss::check_gt_offsets(offsets.data(), n, ng));
-  require(ssd_loss::check_labels(gt_label.data(), ng, nc));
+  const ForwardShape shape = check_forward_args(location, confidence, gt_box, gt_label,
+                                                gt_lengths, prior_box, prior_var, opt);
+  const int64_t n = shape.n, np = shape.np, nc = shape.nc;
+  const std::vector<int64_t>& offsets = shape.gt_offsets;
 
   Array<T> loss({n, int64_t{1}}), normalizer({int64_t{1}}), loc_target({n, np, int64_t{4}}),
       stats({n, np, int64_t{2}});
@@ -116,10 +91,6 @@ py::tuple backward(Array<T> location, Array<T> confidence, Array<T> grad_loss,
   return py::make_tuple(grad_location, grad_confidence);
 }
 
-// By kind and size, not dtype identity: an unpickled or big-endian float64 array must take the
-// double path too (forcecast then brings it to native order).
-bool is_double(const py::array& a) { return a.dtype().kind() == 'f' && a.dtype().itemsize() == 8; }
-
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -133,12 +104,10 @@ PYBIND11_MODULE(_core, m) {
          const std::string& match_type, const std::string& mining_type, bool normalize,
          int64_t sample_size, const std::string& normalization, int64_t min_negatives_per_image,
          const std::string& neg_overlap_mode) -> py::dict {
-        ssd_loss::Options opt;
-        require(ssd_loss::make_options(
+        const ssd_loss::Options opt = options_from_args(
             background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
-            conf_loss_weight, match_type, mining_type,
-            normalization.empty() ? (normalize ? "valid" : "none") : normalization, sample_size,
-            min_negatives_per_image, neg_overlap_mode, &opt));
+            conf_loss_weight, match_type, mining_type, normalize, sample_size, normalization,
+            min_negatives_per_image, neg_overlap_mode);
         if (is_double(location)) {
           return forward<double>(location, confidence, gt_box, gt_label, gt_lengths, prior_box,
                                  prior_box_var, opt);
