@@ -17,8 +17,10 @@ ROOT = Path(__file__).resolve().parent
 CORE_SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src" / "core").glob("*.cc"))
 INCLUDE = str(ROOT / "include")
 # -ffp-contract=off: no FMA contraction, so every build (and the CUDA one, with --fmad=false)
-# computes the same bits; -fno-trapping-math lets selects vectorize without changing any value.
-CXXFLAGS = ["-O3", "-DNDEBUG", "-ffp-contract=off", "-fno-trapping-math"]
+# computes the same bits; -fno-trapping-math lets selects vectorize without changing any value;
+# -fno-wrapv undoes the -fwrapv of Python's own build flags, under which GCC leaves the matching
+# loops (32-bit prior indices) scalar.
+CXXFLAGS = ["-O3", "-DNDEBUG", "-ffp-contract=off", "-fno-trapping-math", "-fno-wrapv"]
 
 
 op = CppExtension(

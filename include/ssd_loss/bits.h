@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "ssd_loss/box.h"
+#include "ssd_loss/platform.h"
 
 namespace ssd_loss {
 

@@ -7,12 +7,7 @@
 
 #include <cmath>
 
-#if defined(__CUDACC__)
-#define SSD_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define SSD_HOST_DEVICE inline
-#endif
-#define SSD_RESTRICT __restrict__
+#include "ssd_loss/platform.h"
 
 namespace ssd_loss {
 

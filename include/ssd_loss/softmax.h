@@ -51,14 +51,55 @@ SSD_HOST_DEVICE float exp_shifted_logit(float z) { return exp_shifted_logit_t<fl
 
 SSD_HOST_DEVICE double exp_shifted_logit(double z) { return std::exp(z); }
 
+// log(s) of a softmax sum s in [1, C] (the row maximum contributes exactly exp(0) = 1), or NaN,
+// within about 1 ulp. Like exp_shifted_logit_t it uses only +, -, *, exponent bits and selects, so
+// it vectorizes and gives the same bits on every CPU and on the GPU. Valid for any normal s > 0.
+// V is float or a GCC vector of floats, U the unsigned integer (vector) of the same size.
+template <typename V, typename U>
+SSD_HOST_DEVICE V log_softmax_sum_t(V s) {
+  const U bits = bit_cast<U>(s);
+  // s = 2^e * f with f in [0.5, 1); e as a float, exactly, from the exponent field.
+  V e = bit_cast<V>((bits >> 23) | 0x4B000000u) - (8388608.f + 126.f);
+  const V f = bit_cast<V>((bits & 0x007FFFFFu) | 0x3F000000u);
+  // Cephes' logf: x = f - 1 on [sqrt(1/2), 1), else 2f - 1 with e - 1 (x in [-0.29, 0.41]).
+  const auto small = f < 0.707106781186547524f;
+  const V x = small ? (f + f) - 1.f : f - 1.f;
+  e = small ? e - 1.f : e;
+  const V z = x * x;
+  V y = x * 7.0376836292e-2f + -1.1514610310e-1f;
+  y = y * x + 1.1676998740e-1f;
+  y = y * x + -1.2420140846e-1f;
+  y = y * x + 1.4249322787e-1f;
+  y = y * x + -1.6668057665e-1f;
+  y = y * x + 2.0000714765e-1f;
+  y = y * x + -2.4999993993e-1f;
+  y = y * x + 3.3333331174e-1f;
+  y = (y * x) * z;
+  y = y + e * -2.12194440e-4f;
+  y = y - z * 0.5f;
+  const V r = (x + y) + e * 0.693359375f;
+  return s == s ? r : s;  // NaN in, NaN out
+}
+
+SSD_HOST_DEVICE float log_softmax_sum(float s) { return log_softmax_sum_t<float, uint32_t>(s); }
+
+SSD_HOST_DEVICE double log_softmax_sum(double s) { return std::log(s); }
+
 template <typename T>
 SSD_HOST_DEVICE T softmax_prob(T logit, const SoftmaxStats<T>& s) {
   return exp_shifted_logit(clamp_shifted_logit(logit - s.max)) * (T(1) / s.sum);
 }
 
+// -log(softmax(x)[label]) = log(sum) - z[label], with the clamped shifted logit z: the same value
+// as fluid's -log(prob), without the rounding of the probability.
+template <typename T>
+SSD_HOST_DEVICE T cross_entropy(T shifted_label_logit, const SoftmaxStats<T>& s) {
+  return log_softmax_sum(s.sum) - clamp_shifted_logit(shifted_label_logit);
+}
+
 template <typename T>
 SSD_HOST_DEVICE T cross_entropy(const T* logits, int64_t label, const SoftmaxStats<T>& s) {
-  return -std::log(softmax_prob(logits[label], s));
+  return cross_entropy(logits[label] - s.max, s);
 }
 
 }  // namespace ssd_loss

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_kernels.h"
+#include "ssd_loss/bits.h"
 #include "ssd_loss/box.h"
 #include "ssd_loss/match.h"
 #include "ssd_loss/mine.h"
@@ -19,13 +21,16 @@ namespace {
 template <typename T>
 struct ImageWorkspace {
   MatchWorkspace<T> match;
-  std::vector<T> mining_loss;       // [Np] cross-entropy against each prior's provisional label
+  std::vector<int32_t> label;       // [Np] each prior's provisional label: its gt's, or background
+  std::vector<T> mining_loss;       // [Np] cross-entropy against it
   std::vector<int32_t> candidates;  // unmatched priors
   std::vector<uint64_t> keys;       // their hardness keys (float losses)
+  std::vector<uint32_t> key_histogram;
+  std::vector<uint64_t> boundary_keys;
   std::vector<char> kept;           // hard_example: the priors kept by mining
 };
 
-// Moves the k hardest of ws.candidates to its front (selection by unique keys: O(count)).
+// Moves the k hardest of ws.candidates to its front (selection on unique keys: O(count)).
 void select_hardest_candidates(ImageWorkspace<float>& ws, int64_t k) {
   const int64_t count = static_cast<int64_t>(ws.candidates.size());
   if (k <= 0 || k >= count) return;
@@ -33,7 +38,7 @@ void select_hardest_candidates(ImageWorkspace<float>& ws, int64_t k) {
   for (int64_t c = 0; c < count; ++c) {
     ws.keys[c] = hardness_key(ws.mining_loss[ws.candidates[c]], ws.candidates[c]);
   }
-  select_hardest(ws.keys.data(), count, k);
+  select_hardest(ws.keys.data(), count, k, ws.key_histogram, ws.boundary_keys);
   for (int64_t c = 0; c < k; ++c) ws.candidates[c] = static_cast<int32_t>(ws.keys[c]);
 }
 
@@ -77,17 +82,23 @@ int64_t mine_image(const Options& opt, int64_t num_pos, int64_t np, ImageWorkspa
   return num_pos;
 }
 
+// On the bits (an exponent of all ones is Inf or NaN), so that the loop vectorizes.
 template <typename T>
-bool all_finite(const T* x, int64_t n) {
-  bool finite = true;
-  for (int64_t k = 0; k < n; ++k) finite &= std::fabs(x[k]) <= std::numeric_limits<T>::max();
-  return finite;
+SSD_ALWAYS_INLINE bool all_finite(const T* x, int64_t n) {
+  using Bits = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
+  const Bits exponent = bit_cast<Bits>(std::numeric_limits<T>::infinity());
+  Bits non_finite = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    non_finite |= static_cast<Bits>((bit_cast<Bits>(x[k]) & exponent) == exponent);
+  }
+  return non_finite == 0;
 }
 
 // Forward of image i; returns its positive count and writes its unnormalized loss sum.
 template <typename T>
-int64_t forward_image(const ForwardInputs<T>& in, const Sizes& sz, const Options& opt, int64_t i,
-                      ImageWorkspace<T>& ws, const ForwardOutputs<T>& out) {
+SSD_CPU_CLONES int64_t forward_image(const ForwardInputs<T>& in, const Sizes& sz,
+                                     const Options& opt, int64_t i, ImageWorkspace<T>& ws,
+                                     const ForwardOutputs<T>& out) {
   const int64_t np = sz.num_priors, nc = sz.num_classes;
   const int64_t gt_begin = in.gt_offsets[i];
   const int64_t num_gt = in.gt_offsets[i + 1] - gt_begin;
@@ -102,37 +113,36 @@ int64_t forward_image(const ForwardInputs<T>& in, const Sizes& sz, const Options
 
   match_image(gts, num_gt, in.prior_box, np, opt.match_type == MatchType::kPerPrediction,
               static_cast<T>(opt.overlap_threshold), ws.match, match);
-  cpu::softmax_stats_rows(conf, np, nc, stats);
   // neg_overlap_mode 'caffe': an unmatched prior overlapping some gt by >= neg_overlap is
   // ambiguous, neither positive nor negative.
   const bool caffe_band = opt.neg_overlap_mode == NegOverlapMode::kCaffe && num_gt > 0;
   const T neg_overlap = static_cast<T>(opt.neg_overlap);
-  const auto eligible_negative = [&](int64_t p) {
-    return !(caffe_band && ws.match.prior_best_overlap[p] >= neg_overlap);
-  };
-
-  // Targets and the mining loss: one cross-entropy per prior serves mining and the final loss,
-  // since max_negative mining gives every unmatched prior the background label (spec §3.3).
-  ws.mining_loss.resize(np);
+  // Targets: encoded boxes and the class of the positives; unmatched priors are candidates, and
+  // take the background label in the cross-entropy: one cross-entropy per prior serves mining
+  // and the final loss, since max_negative mining gives every unmatched prior that label
+  // (spec §3.3).
+  const int32_t background = static_cast<int32_t>(opt.background_label);
+  ws.label.resize(np);
   ws.candidates.clear();
-  std::fill(loc_target, loc_target + 4 * np, T(0));
+  cpu::zero_fill(loc_target, 4 * np);
   int64_t num_pos = 0;
   for (int64_t p = 0; p < np; ++p) {
     const int32_t g = match[p];
-    int64_t label = opt.background_label;
     if (g >= 0) {
       ++num_pos;
       const T* var = in.prior_var + (in.prior_var_shared ? 0 : 4 * p);
       encode(gts + 4 * g, in.prior_box + 4 * p, var, loc_target + 4 * p);
-      label = labels[g];
-      target_class[p] = static_cast<int32_t>(label);
+      target_class[p] = ws.label[p] = static_cast<int32_t>(labels[g]);
     } else {
       target_class[p] = -1;
-      if (eligible_negative(p)) ws.candidates.push_back(static_cast<int32_t>(p));
+      ws.label[p] = background;
+      if (!(caffe_band && ws.match.prior_best_overlap[p] >= neg_overlap)) {
+        ws.candidates.push_back(static_cast<int32_t>(p));
+      }
     }
-    const SoftmaxStats<T> s{stats[2 * p], stats[2 * p + 1]};
-    ws.mining_loss[p] = cross_entropy(conf + p * nc, label, s);
   }
+  ws.mining_loss.resize(np);
+  cpu::softmax_rows(conf, np, nc, ws.label.data(), stats, ws.mining_loss.data());
   num_pos = mine_image(opt, num_pos, np, ws, match, target_class, loc_target);
 
   // As in the original, where every prior contributes weight * loss (0 * NaN = NaN), a NaN or

@@ -7,18 +7,13 @@
 // round_up(C, kLanes) values, the ones past its end masked out; the last rows, whose padded read
 // would leave the array, go through a padded copy.
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "cpu_kernels.h"
 #include "ssd_loss/bits.h"
 #include "ssd_loss/softmax.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define SSD_CPU_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define SSD_CPU_CLONES
-#endif
-#define SSD_ALWAYS_INLINE inline __attribute__((always_inline))
 
 namespace ssd_loss {
 namespace cpu {
@@ -55,59 +50,174 @@ SSD_ALWAYS_INLINE void row_stats(const T* x, int64_t nc, int64_t width, T* stats
 #if defined(__GNUC__)
 // The float path in explicit GCC vectors of kLanes: the same operations, lane by lane, as
 // row_stats above, so both give the same bits (row_stats serves float where vectors are absent).
+// Both reductions across the lanes are butterflies whose lane 0 follows the scalar code: the max
+// keeps the lower lane on ties (so even the sign of a zero maximum agrees), and the sum's tree is
+// ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)) in every lane, by commutativity alone.
 typedef float FloatLanes __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t IntLanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
 typedef uint32_t UintLanes __attribute__((vector_size(kLanes * sizeof(uint32_t))));
 
-SSD_ALWAYS_INLINE void row_stats(const float* x, int64_t nc, int64_t width, float* stats) {
-  const IntLanes lane = {0, 1, 2, 3, 4, 5, 6, 7};
-  const FloatLanes first = FloatLanes{} + x[0];
-  FloatLanes acc = first;
-  for (int64_t c = 0; c < width; c += kLanes) {
-    const FloatLanes raw = bit_cast<FloatLanes>(*reinterpret_cast<const float(*)[kLanes]>(x + c));
-    const FloatLanes v = lane + static_cast<int32_t>(c) < static_cast<int32_t>(nc) ? raw : first;
-    acc = v > acc ? v : acc;
-  }
-  float m = acc[0];
-  for (int l = 1; l < kLanes; ++l) m = acc[l] > m ? acc[l] : m;
+SSD_ALWAYS_INLINE FloatLanes load_lanes(const float* x) {
+  return bit_cast<FloatLanes>(*reinterpret_cast<const float(*)[kLanes]>(x));
+}
 
-  FloatLanes sum = {};
-  for (int64_t c = 0; c < width; c += kLanes) {
-    const FloatLanes raw = bit_cast<FloatLanes>(*reinterpret_cast<const float(*)[kLanes]>(x + c));
-    FloatLanes z = raw - m;
-    z = z < kShiftedLogitFloor ? FloatLanes{} + kShiftedLogitFloor : z;
-    const FloatLanes e = exp_shifted_logit_t<FloatLanes, UintLanes>(z);
-    sum += lane + static_cast<int32_t>(c) < static_cast<int32_t>(nc) ? e : FloatLanes{};
+// max(a, b), keeping a on ties and when either is NaN (the scalar code's `b > a ? b : a`).
+SSD_ALWAYS_INLINE FloatLanes max_lanes(FloatLanes a, FloatLanes b) { return b > a ? b : a; }
+
+// The scalar code's max over lanes 0, 1, ..., 7, broadcast to every lane.
+SSD_ALWAYS_INLINE FloatLanes butterfly_max(FloatLanes a) {
+  a = max_lanes(a, __builtin_shuffle(a, IntLanes{1, 0, 3, 2, 5, 4, 7, 6}));
+  a = max_lanes(a, __builtin_shuffle(a, IntLanes{2, 3, 0, 1, 6, 7, 4, 5}));
+  a = max_lanes(a, __builtin_shuffle(a, IntLanes{4, 5, 6, 7, 0, 1, 2, 3}));
+  return __builtin_shuffle(a, IntLanes{});
+}
+
+SSD_ALWAYS_INLINE FloatLanes butterfly_sum(FloatLanes a) {
+  a = a + __builtin_shuffle(a, IntLanes{1, 0, 3, 2, 5, 4, 7, 6});
+  a = a + __builtin_shuffle(a, IntLanes{2, 3, 0, 1, 6, 7, 4, 5});
+  return a + __builtin_shuffle(a, IntLanes{4, 5, 6, 7, 0, 1, 2, 3});
+}
+
+// Clamped shifted logits x - max of one vector, and their exponentials.
+SSD_ALWAYS_INLINE FloatLanes exp_lanes(FloatLanes x, FloatLanes max) {
+  const FloatLanes floor = FloatLanes{} + kShiftedLogitFloor;
+  const FloatLanes z = x - max;
+  return exp_shifted_logit_t<FloatLanes, UintLanes>(floor > z ? floor : z);  // NaN stays NaN
+}
+
+// kLanes rows at a time, phase by phase (all maxima, then all exponentials, then all sums), so
+// that the long dependency chains of different rows (max -> exp polynomial -> sum) overlap in the
+// core instead of running one after the other. Only a row's last vector holds lanes past its end,
+// so only that one is masked. The sums and the shifted label logits of the block gather in one
+// vector each, and the cross-entropies' logarithms are taken kLanes at once.
+SSD_ALWAYS_INLINE void row_block(const float* x, int64_t rows, int64_t nc, int64_t width,
+                                 const int32_t* labels, float* stats, float* ce) {
+  const IntLanes lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  const int64_t last = width - kLanes;  // offset of the last vector of a row
+  const auto in_row = lane < static_cast<int32_t>(nc - last);
+  FloatLanes max[kLanes], sum[kLanes];
+  for (int r = 0; r < rows; ++r) {
+    const float* row = x + r * nc;
+    const FloatLanes first = FloatLanes{} + row[0];
+    FloatLanes acc = first;
+    for (int64_t c = 0; c < last; c += kLanes) acc = max_lanes(acc, load_lanes(row + c));
+    acc = max_lanes(acc, in_row ? load_lanes(row + last) : first);
+    max[r] = butterfly_max(acc);
   }
-  stats[0] = m;
-  stats[1] = ((sum[0] + sum[1]) + (sum[2] + sum[3])) + ((sum[4] + sum[5]) + (sum[6] + sum[7]));
+  for (int r = 0; r < rows; ++r) {
+    const float* row = x + r * nc;
+    FloatLanes s = {};
+    for (int64_t c = 0; c < last; c += kLanes) s += exp_lanes(load_lanes(row + c), max[r]);
+    s += in_row ? exp_lanes(load_lanes(row + last), max[r]) : FloatLanes{};
+    sum[r] = s;
+  }
+  const FloatLanes floor = FloatLanes{} + kShiftedLogitFloor;
+  FloatLanes sums = FloatLanes{} + 1.f, label_z = {};
+  for (int r = 0; r < rows; ++r) {
+    const FloatLanes s = butterfly_sum(sum[r]);
+    stats[2 * r] = max[r][0];
+    stats[2 * r + 1] = s[0];
+    sums = lane == r ? s : sums;
+    label_z = lane == r ? FloatLanes{} + (x[r * nc + labels[r]] - max[r][0]) : label_z;
+  }
+  const FloatLanes label_z_clamped = floor > label_z ? floor : label_z;
+  const FloatLanes loss = log_softmax_sum_t<FloatLanes, UintLanes>(sums) - label_z_clamped;
+  for (int r = 0; r < rows; ++r) ce[r] = loss[r];
+}
+
+// The gradient row a * (softmax(x) - onehot(label)) of one prior: whole vectors, then the last
+// values one by one (the row's end is not a vector boundary, and the next row is not ours).
+SSD_ALWAYS_INLINE void grad_row(const float* x, int64_t nc, SoftmaxStats<float> s, int32_t label,
+                                float a, float* g) {
+  const FloatLanes max = FloatLanes{} + s.max;
+  const float inv_sum = 1.f / s.sum;
+  int64_t c = 0;
+  for (; c + kLanes <= nc; c += kLanes) {
+    const FloatLanes v = a * (exp_lanes(load_lanes(x + c), max) * inv_sum);
+    std::memcpy(g + c, &v, sizeof v);
+  }
+  for (; c < nc; ++c) g[c] = a * softmax_prob(x[c], s);
+  g[label] = a * (softmax_prob(x[label], s) - 1.f);
 }
 #endif
 
 template <typename T>
-SSD_CPU_CLONES void stats_rows(const T* logits, int64_t rows, int64_t nc, T* stats) {
+SSD_ALWAYS_INLINE void grad_row(const T* x, int64_t nc, SoftmaxStats<T> s, int32_t label, T a,
+                                T* g) {
+  for (int64_t c = 0; c < nc; ++c) g[c] = a * softmax_prob(x[c], s);
+  g[label] = a * (softmax_prob(x[label], s) - T(1));
+}
+
+// The generic path (double, and float without GCC vectors): one row at a time.
+template <typename T>
+SSD_ALWAYS_INLINE void row_block(const T* x, int64_t rows, int64_t nc, int64_t width,
+                                 const int32_t* labels, T* stats, T* ce) {
+  for (int64_t r = 0; r < rows; ++r) {
+    row_stats(x + r * nc, nc, width, stats + 2 * r);
+    ce[r] = cross_entropy(x + r * nc, labels[r], SoftmaxStats<T>{stats[2 * r], stats[2 * r + 1]});
+  }
+}
+
+template <typename T>
+SSD_CPU_CLONES void stats_rows(const T* logits, int64_t rows, int64_t nc, const int32_t* labels,
+                               T* stats, T* ce) {
   const int64_t width = (nc + kLanes - 1) / kLanes * kLanes;
   // Rows whose padded read stays inside the array.
   const int64_t direct_rows =
       rows * nc < width ? 0 : std::min(rows, (rows * nc - width) / nc + 1);
-  for (int64_t r = 0; r < direct_rows; ++r) row_stats(logits + r * nc, nc, width, stats + 2 * r);
+  for (int64_t r = 0; r < direct_rows; r += kLanes) {
+    row_block(logits + r * nc, std::min<int64_t>(kLanes, direct_rows - r), nc, width, labels + r,
+              stats + 2 * r, ce + r);
+  }
   std::vector<T> padded(width);
   for (int64_t r = direct_rows; r < rows; ++r) {
     std::copy(logits + r * nc, logits + (r + 1) * nc, padded.begin());
     std::fill(padded.begin() + nc, padded.end(), logits[r * nc]);
-    row_stats(padded.data(), nc, width, stats + 2 * r);
+    row_block(padded.data(), 1, nc, width, labels + r, stats + 2 * r, ce + r);
+  }
+}
+
+
+// The rows are scattered over the logits, which are no longer in the cache since the forward:
+// prefetching a few rows ahead overlaps those misses.
+template <typename T>
+SSD_CPU_CLONES void grad_rows(const T* logits, int64_t nc, const int32_t* rows, int64_t count,
+                              const T* stats, const int32_t* labels, T a, T* grad) {
+  constexpr int64_t kAhead = 8;
+  for (int64_t k = 0; k < count; ++k) {
+    if (k + kAhead < count) {
+      const T* next = logits + rows[k + kAhead] * nc;
+      __builtin_prefetch(next);
+      __builtin_prefetch(next + nc - 1);
+    }
+    const int64_t p = rows[k];
+    grad_row(logits + p * nc, nc, SoftmaxStats<T>{stats[2 * p], stats[2 * p + 1]}, labels[p], a,
+             grad + p * nc);
   }
 }
 
 }  // namespace
 
 template <typename T>
-void softmax_stats_rows(const T* logits, int64_t rows, int64_t num_classes, T* stats) {
-  stats_rows(logits, rows, num_classes, stats);
+void softmax_rows(const T* logits, int64_t rows, int64_t num_classes, const int32_t* labels,
+                  T* stats, T* cross_entropy) {
+  stats_rows(logits, rows, num_classes, labels, stats, cross_entropy);
 }
 
-template void softmax_stats_rows<float>(const float*, int64_t, int64_t, float*);
-template void softmax_stats_rows<double>(const double*, int64_t, int64_t, double*);
+template void softmax_rows<float>(const float*, int64_t, int64_t, const int32_t*, float*, float*);
+template void softmax_rows<double>(const double*, int64_t, int64_t, const int32_t*, double*,
+                                   double*);
+
+template <typename T>
+void softmax_grad_rows(const T* logits, int64_t num_classes, const int32_t* rows, int64_t count,
+                       const T* stats, const int32_t* labels, T scale, T* grad) {
+  grad_rows(logits, num_classes, rows, count, stats, labels, scale, grad);
+}
+
+template void softmax_grad_rows<float>(const float*, int64_t, const int32_t*, int64_t, const float*,
+                                       const int32_t*, float, float*);
+template void softmax_grad_rows<double>(const double*, int64_t, const int32_t*, int64_t,
+                                        const double*, const int32_t*, double, double*);
 
 }  // namespace cpu
 }  // namespace ssd_loss

@@ -27,11 +27,11 @@
 //     strided sequential partial sum, then a shuffle tree), while the CPU sums sequentially in
 //     double: the double sums may differ in the last bits, the float loss (rounded from double)
 //     rarely. Decisions never depend on the sum.
-//   * std::log (cross-entropy, encode) and, in double, std::exp (softmax stats) are CUDA's
-//     libdevice functions on the GPU and glibc's on the CPU; both are within 1 ulp but not always
-//     equal. The loss and loc_target may differ by an ulp, and so may a cross-entropy: mining then
-//     agrees unless two unmatched priors' cross-entropies are within an ulp of each other at the
-//     cut. A shared, branch-free log in softmax.h (like exp_shifted_logit) would remove this.
+//   * std::log (encode; in double also the cross-entropy) and, in double, std::exp (softmax
+//     stats) are CUDA's libdevice functions on the GPU and glibc's on the CPU; both are within
+//     1 ulp but not always equal. loc_target may differ by an ulp, and in double so may a
+//     cross-entropy. The float cross-entropy uses softmax.h's own exp and log on both devices, so
+//     float mining decisions are the CPU's.
 #include <cuda_runtime.h>
 
 #include <cfloat>

@@ -1,8 +1,13 @@
 // Box geometry (spec §3.1, §3.5, §3.7): IoU, encoding, smooth L1, and the clamped softmax.
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <random>
+#include <vector>
 
 #include "check.h"
+#include "core/cpu_kernels.h"
 #include "ssd_loss/box.h"
 #include "ssd_loss/softmax.h"
 
@@ -219,4 +224,84 @@ TEST_CASE(softmax, cross_entropy_saturates_near_64) {
   CHECK_NEAR(ssd_loss::cross_entropy(logits, 1, s), 64.0, 1e-5);
   CHECK_NEAR(ssd_loss::cross_entropy(logits, 0, s), 0.0, 1e-6);
   CHECK_NEAR(ssd_loss::softmax_prob(logits[2], s), 1.60381e-28, 1e-32);
+}
+
+TEST_CASE(softmax, log_of_a_sum_is_within_an_ulp) {
+  // Softmax sums lie in [1, C]; every 61st float of [1, 2^17) against the double logarithm.
+  double worst = 0;
+  for (float s = 1.f; s < 131072.f; s = std::nextafter(s + s * 7.3e-6f, 1e30f)) {
+    const double exact = std::log(static_cast<double>(s));
+    const float got = ssd_loss::log_softmax_sum(s);
+    if (s == 1.f) {
+      CHECK_EQ(got, 0.f);
+      continue;
+    }
+    const double ulp = std::ldexp(1.0, std::ilogb(static_cast<float>(exact)) - 23);
+    worst = std::max(worst, std::fabs(got - exact) / ulp);
+  }
+  CHECK(worst <= 1.0);
+  CHECK(std::isnan(ssd_loss::log_softmax_sum(kNaN)));
+}
+
+TEST_CASE(softmax, cross_entropy_is_log_sum_minus_the_shifted_logit) {
+  const float logits[4] = {0.5f, -1.f, 2.f, -70.f};
+  float sum = 0.f;
+  for (float x : logits) sum += std::exp(ssd_loss::clamp_shifted_logit(x - 2.f));
+  const ssd_loss::SoftmaxStats<float> s{2.f, sum};
+  for (int label = 0; label < 4; ++label) {
+    const double expected = std::log(static_cast<double>(sum)) -
+                            std::max(static_cast<double>(logits[label]) - 2.0, -64.0);
+    CHECK_NEAR(ssd_loss::cross_entropy(logits, label, s), expected, 2e-6);
+  }
+  const ssd_loss::SoftmaxStats<double> sd{2.0, static_cast<double>(sum)};
+  const double logits_d[2] = {0.5, 2.0};
+  CHECK_NEAR(ssd_loss::cross_entropy(logits_d, 0, sd), std::log(sd.sum) + 1.5, 1e-12);
+}
+
+TEST_CASE(softmax, vector_rows_equal_the_scalar_formula_bit_for_bit) {
+  // softmax_rows (8 lanes per vector, 8 rows per block, padded copies for the last rows) against
+  // the one-row-at-a-time definition: lane l sums the exps of classes l, l + 8, ... in order, the
+  // lanes combine as ((0+1)+(2+3))+((4+5)+(6+7)), the max keeps the first of equal values.
+  const float kInf = std::numeric_limits<float>::infinity();
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.f, 3.f);
+  std::uniform_int_distribution<int> special(0, 40);
+  const float specials[] = {kNaN, kInf, -kInf, 0.f, -0.f, 100.f, -100.f};
+  for (int nc = 1; nc <= 41; ++nc) {
+    for (int rows : {1, 7, 8, 9, 23}) {
+      std::vector<float> x(rows * nc);
+      for (float& v : x) {
+        const int k = special(rng);
+        v = k < 7 ? specials[k] : normal(rng);
+      }
+      std::vector<int32_t> labels(rows);
+      for (int r = 0; r < rows; ++r) labels[r] = (r * 7 + nc) % nc;
+      std::vector<float> stats(2 * rows), ce(rows);
+      ssd_loss::cpu::softmax_rows(x.data(), rows, nc, labels.data(), stats.data(), ce.data());
+      for (int r = 0; r < rows; ++r) {
+        const float* row = x.data() + r * nc;
+        float lane_max[8], lane_sum[8] = {};
+        for (int l = 0; l < 8; ++l) lane_max[l] = row[0];
+        for (int c = 0; c < nc; ++c) {
+          lane_max[c % 8] = row[c] > lane_max[c % 8] ? row[c] : lane_max[c % 8];
+        }
+        float m = lane_max[0];
+        for (int l = 1; l < 8; ++l) m = lane_max[l] > m ? lane_max[l] : m;
+        for (int c = 0; c < nc; ++c) {
+          lane_sum[c % 8] += ssd_loss::exp_shifted_logit(ssd_loss::clamp_shifted_logit(row[c] - m));
+        }
+        const float sum = ((lane_sum[0] + lane_sum[1]) + (lane_sum[2] + lane_sum[3])) +
+                          ((lane_sum[4] + lane_sum[5]) + (lane_sum[6] + lane_sum[7]));
+        const float loss = ssd_loss::cross_entropy(row, labels[r], {m, sum});
+        const auto same = [](float a, float b) {
+          return (a != a && b != b) || ssd_loss::float_bits(a) == ssd_loss::float_bits(b);
+        };
+        if (!same(stats[2 * r], m) || !same(stats[2 * r + 1], sum) || !same(ce[r], loss)) {
+          CHECK_EQ(stats[2 * r], m);
+          CHECK_EQ(stats[2 * r + 1], sum);
+          CHECK_EQ(ce[r], loss);
+        }
+      }
+    }
+  }
 }

@@ -315,3 +315,32 @@ TEST_CASE(match_bruteforce, image_with_500_gts) {
     CHECK(matched > 400);  // guard: many rounds are exercised (506 priors matched in bipartite)
   }
 }
+
+TEST_CASE(match_bruteforce, grid_priors_with_skipped_runs) {
+  // SSD-like priors, cell by cell on two feature maps with 3 shapes per cell, against small and
+  // large gts: most runs of priors miss a small gt and are skipped by the scan.
+  Boxes priors;
+  for (int grid : {24, 6}) {
+    for (int i = 0; i < grid; ++i) {
+      for (int j = 0; j < grid; ++j) {
+        const float cx = (j + 0.5f) / grid, cy = (i + 0.5f) / grid;
+        for (float size : {1.f / grid, 2.f / grid, 1.5f / grid}) {
+          priors.insert(priors.end(), {cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2});
+        }
+      }
+    }
+  }
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> pos(0.f, 1.f), size(0.01f, 0.4f);
+  std::uniform_int_distribution<int> num_gt(1, 12);
+  for (int trial = 0; trial < 60; ++trial) {
+    Boxes gts;
+    for (int g = num_gt(rng); g > 0; --g) {
+      const float x = pos(rng), y = pos(rng), w = size(rng), h = size(rng);
+      gts.insert(gts.end(), {x, y, x + w, y + h});
+    }
+    const bool per_prediction = trial % 2 == 0;
+    CHECK_EQ(match(gts, priors, per_prediction, 0.5f),
+             brute_force_match(gts, priors, per_prediction, 0.5f));
+  }
+}

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <random>
 #include <vector>
 
 #include "check.h"
@@ -10,11 +11,31 @@
 
 namespace {
 
-// The k priors select_hardest picks from candidates `order`, sorted for comparison.
+// The k priors that select_hardest on hardness keys (the float path of the forward) picks from
+// candidates `order`, sorted.
+std::vector<int32_t> hardest_by_keys(const std::vector<int32_t>& order, int64_t k,
+                                     const std::vector<float>& loss) {
+  std::vector<uint64_t> keys;
+  for (int32_t p : order) keys.push_back(ssd_loss::hardness_key(loss[p], p));
+  std::vector<uint32_t> histogram;
+  std::vector<uint64_t> boundary;
+  ssd_loss::select_hardest(keys.data(), static_cast<int64_t>(keys.size()), k, histogram, boundary);
+  std::vector<int32_t> picked;
+  for (int64_t c = 0; c < std::min<int64_t>(k, keys.size()); ++c) {
+    picked.push_back(static_cast<int32_t>(keys[c]));
+  }
+  std::sort(picked.begin(), picked.end());
+  return picked;
+}
+
+// The k priors select_hardest picks from candidates `order`, sorted for comparison; the key-based
+// selection must pick the same.
 std::vector<int32_t> hardest(std::vector<int32_t> order, int64_t k, const std::vector<float>& loss) {
+  const std::vector<int32_t> by_keys = hardest_by_keys(order, k, loss);
   ssd_loss::select_hardest(order.data(), static_cast<int64_t>(order.size()), k, loss.data());
   std::vector<int32_t> picked(order.begin(), order.begin() + std::min<int64_t>(k, order.size()));
   std::sort(picked.begin(), picked.end());
+  CHECK_EQ(by_keys, picked);
   return picked;
 }
 
@@ -115,4 +136,36 @@ TEST_CASE(mine, order_is_strict_and_total) {
   CHECK(harder(3, 1));  // NaN before any number
   CHECK(harder(1, 2));
   CHECK(harder(2, 4));
+}
+
+TEST_CASE(mine, key_selection_equals_a_full_sort_on_random_losses) {
+  // Many exact ties (losses from a small set), NaN and infinity, losses spread over many octaves
+  // (several histogram buckets) or packed into one (a crowded boundary bucket), every k.
+  std::mt19937 rng(11);
+  int mismatches = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    std::uniform_int_distribution<int> count_dist(1, trial % 3 == 0 ? 5000 : 60);
+    const int count = count_dist(rng);
+    std::vector<float> loss(count);
+    std::uniform_int_distribution<int> kind(0, 9), small_set(0, 7);
+    std::uniform_real_distribution<float> wide(-30.f, 30.f), narrow(2.f, 2.001f);
+    for (float& l : loss) {
+      const int what = kind(rng);
+      l = what == 0 ? kNaN : what == 1 ? kInf : what < 5 ? 0.25f * small_set(rng)
+          : trial % 2 ? std::exp2(wide(rng)) : narrow(rng);
+    }
+    std::vector<int32_t> order = iota(count);
+    std::shuffle(order.begin(), order.end(), rng);
+    std::uniform_int_distribution<int> k_dist(0, count);
+    const int k = k_dist(rng);
+    // Reference: sort by the strict total order, take the first k.
+    std::vector<int32_t> sorted = order;
+    std::sort(sorted.begin(), sorted.end(), ssd_loss::HarderNegative<float>{loss.data()});
+    std::vector<int32_t> expected(sorted.begin(), sorted.begin() + k);
+    std::sort(expected.begin(), expected.end());
+    if (hardest_by_keys(order, k, loss) != expected && ++mismatches <= 3) {
+      CHECK_EQ(hardest_by_keys(order, k, loss), expected);
+    }
+  }
+  CHECK_EQ(mismatches, 0);
 }
