@@ -15,6 +15,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 CORE_SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src" / "core").glob("*.cc"))
+OP_SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src" / "paddle").glob("*.cc"))
 INCLUDE = str(ROOT / "include")
 # -ffp-contract=off: no FMA contraction, so every build (and the CUDA one, with --fmad=false)
 # computes the same bits; -fno-trapping-math lets selects vectorize without changing any value;
@@ -24,7 +25,7 @@ CXXFLAGS = ["-O3", "-DNDEBUG", "-ffp-contract=off", "-fno-trapping-math", "-fno-
 
 
 op = CppExtension(
-    sources=["src/paddle/ssd_loss_op.cc"] + CORE_SOURCES,
+    sources=OP_SOURCES + CORE_SOURCES,
     include_dirs=[INCLUDE],
     extra_compile_args={"cxx": CXXFLAGS},
 )

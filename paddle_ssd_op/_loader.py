@@ -1,4 +1,6 @@
 """Loads the compiled operator library and registers its ops with the running Paddle."""
+import ctypes
+import functools
 import warnings
 from pathlib import Path
 
@@ -36,3 +38,14 @@ def load_op():
     names = load_op_meta_info_and_register_op(str(LIBRARY))
     if OP_NAME not in names:
         raise ImportError(f"paddle_ssd_op: {LIBRARY} did not register the op {OP_NAME}")
+
+
+@functools.lru_cache(maxsize=None)
+def native_library():
+    """The operator library's C entry points (thread count, cache). Paddle has loaded the library
+    already; dlopen of the same file returns that handle."""
+    lib = ctypes.CDLL(str(LIBRARY))
+    lib.paddle_ssd_op_set_num_threads.argtypes = [ctypes.c_int]
+    lib.paddle_ssd_op_num_threads.restype = ctypes.c_int
+    lib.paddle_ssd_op_empty_cache.restype = None
+    return lib

@@ -1,13 +1,7 @@
 """Thread count of the CPU kernels (results are bit-identical for any count)."""
-import ctypes
 import numbers
 
-from ._loader import LIBRARY
-
-# The operator library is already loaded by Paddle; dlopen of the same file returns that handle.
-_lib = ctypes.CDLL(str(LIBRARY))
-_lib.paddle_ssd_op_set_num_threads.argtypes = [ctypes.c_int]
-_lib.paddle_ssd_op_num_threads.restype = ctypes.c_int
+from ._loader import native_library
 
 
 def set_num_threads(n):
@@ -17,7 +11,7 @@ def set_num_threads(n):
         n = 0
     elif isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"set_num_threads: expected an int >= 1 or None, received {n!r}")
-    _lib.paddle_ssd_op_set_num_threads(int(n))
+    native_library().paddle_ssd_op_set_num_threads(int(n))
     try:
         from . import _core
     except ImportError:
@@ -27,4 +21,4 @@ def set_num_threads(n):
 
 def get_num_threads():
     """Threads the CPU kernels use now."""
-    return _lib.paddle_ssd_op_num_threads()
+    return native_library().paddle_ssd_op_num_threads()

@@ -1,8 +1,5 @@
 // Paddle registration of the fused SSD loss: shape/dtype inference, reading the per-image gt
 // layout (gt_lengths or the LoD of gt_box/gt_label), and dispatch to the framework-free core.
-#include <sys/mman.h>
-
-#include <cstdint>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -10,6 +7,7 @@
 #include "paddle/extension.h"
 #include "paddle/phi/core/dense_tensor.h"
 #include "paddle/phi/core/enforce.h"
+#include "output_cache.h"
 #include "ssd_loss/parallel.h"
 #include "ssd_loss/ssd_loss.h"
 
@@ -183,20 +181,6 @@ void check_inputs(const paddle::Tensor& location, const paddle::Tensor& confiden
   }
 }
 
-// A host tensor for an output of the op. The large ones (gradients, saved state) are written in
-// full on every call into memory that Paddle's CPU allocator takes fresh from the OS each time, so
-// the first touch of every 4 KiB page faults; asking for transparent huge pages makes that one
-// fault per 2 MiB (the request is a no-op where the kernel has them off).
-paddle::Tensor host_output(const std::vector<int64_t>& shape, paddle::DataType dtype) {
-  paddle::Tensor t = paddle::empty(shape, dtype, paddle::CPUPlace());
-  constexpr uintptr_t kHugePage = uintptr_t{1} << 21;
-  const auto begin = reinterpret_cast<uintptr_t>(t.data());
-  const uintptr_t end = begin + static_cast<uintptr_t>(t.numel()) * phi::SizeOf(dtype);
-  const uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1), last = end & ~(kHugePage - 1);
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-  return t;
-}
-
 // Brings a tensor to the host; GPU tensors of builds without CUDA kernels take this path.
 paddle::Tensor on_host(const paddle::Tensor& t) {
   return t.is_cpu() ? t : t.copy_to(paddle::CPUPlace(), true);
@@ -233,13 +217,12 @@ std::vector<paddle::Tensor> SsdLossForward(
   const std::vector<int64_t> labels = labels_as_int64(gt_label, nc);
 
   const auto dtype = location.dtype();
-  const auto cpu = paddle::CPUPlace();
-  paddle::Tensor loss = paddle::empty({n, 1}, dtype, cpu);
-  paddle::Tensor normalizer = paddle::empty({1}, dtype, cpu);
-  paddle::Tensor match = host_output({n, np}, paddle::DataType::INT32);
-  paddle::Tensor target_class = host_output({n, np}, paddle::DataType::INT32);
-  paddle::Tensor loc_target = host_output({n, np, 4}, dtype);
-  paddle::Tensor softmax_stats = host_output({n, np, 2}, dtype);
+  paddle::Tensor loss = ssd_op::host_output({n, 1}, dtype);
+  paddle::Tensor normalizer = ssd_op::host_output({1}, dtype);
+  paddle::Tensor match = ssd_op::host_output({n, np}, paddle::DataType::INT32);
+  paddle::Tensor target_class = ssd_op::host_output({n, np}, paddle::DataType::INT32);
+  paddle::Tensor loc_target = ssd_op::host_output({n, np, 4}, dtype);
+  paddle::Tensor softmax_stats = ssd_op::host_output({n, np, 2}, dtype);
   const ssd_loss::Sizes sizes{n, np, nc};
 
   PD_DISPATCH_FLOATING_TYPES(dtype, "fused_ssd_loss", ([&] {
@@ -296,8 +279,8 @@ std::vector<paddle::Tensor> SsdLossBackward(
   const int64_t n = location.shape()[0], np = location.shape()[1], nc = confidence.shape()[2];
   SSD_CHECK(grad_loss.numel() == n, "loss gradient: expected ", n, " values, received ",
            grad_loss.numel());
-  paddle::Tensor grad_location = host_output(location.shape(), location.dtype());
-  paddle::Tensor grad_confidence = host_output(confidence.shape(), confidence.dtype());
+  paddle::Tensor grad_location = ssd_op::host_output(location.shape(), location.dtype());
+  paddle::Tensor grad_confidence = ssd_op::host_output(confidence.shape(), confidence.dtype());
   ssd_loss::Options opt;
   opt.loc_loss_weight = loc_loss_weight;
   opt.conf_loss_weight = conf_loss_weight;
@@ -365,12 +348,15 @@ PD_BUILD_GRAD_OP(fused_ssd_loss)
     .Attrs({"loc_loss_weight: float", "conf_loss_weight: float"})
     .SetKernelFn(PD_KERNEL(SsdLossBackward));
 
-// Thread control for Python (paddle_ssd_op.set_num_threads), reached through ctypes.
+// Thread and cache control for Python (paddle_ssd_op.set_num_threads, empty_cache), via ctypes.
 extern "C" {
 __attribute__((visibility("default"))) void paddle_ssd_op_set_num_threads(int n) {
   ssd_loss::set_num_threads(n);
 }
 __attribute__((visibility("default"))) int paddle_ssd_op_num_threads() {
   return ssd_loss::num_threads();
+}
+__attribute__((visibility("default"))) void paddle_ssd_op_empty_cache() {
+  ssd_op::release_idle_outputs();
 }
 }
