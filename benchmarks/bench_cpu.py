@@ -18,7 +18,8 @@ Each thread count (1 and all cores) runs in its own subprocess with OMP_NUM_THRE
 MKL_NUM_THREADS and PADDLE_SSD_OP_NUM_THREADS set, plus paddle.base.core.set_num_threads(n) and
 paddle_ssd_op.set_num_threads(n); inside a process the timed runs of op, CE and composite are
 interleaved, and the 1-thread process also times the op switched to all cores (interleaved
-speedup). A warning is printed (and written) if the installed op library changes during the run,
+speedup). A last 1-thread process times only the op, with 1 thread and all cores in turn (its own
+speedup, undisturbed by the other methods' OpenMP threads). A warning is printed (and written) if the installed op library changes during the run,
 as it may while someone rebuilds it. Peak extra memory: a fresh 1-thread subprocess per method and
 size builds the inputs, resets the kernel's resident-set high-water mark (/proc/self/clear_refs),
 runs forward+backward once and reports VmHWM minus the RSS before the run (gradients included).
@@ -196,6 +197,9 @@ def worker_time(args):
     for n, c in args.sizes:
         d = make_inputs(n, c, prior_box, prior_var)
         fns = _methods(paddle, paddle_ssd_op, d, args.threads, os.cpu_count() or 1)
+        if args.op_only:  # the op's own thread scaling, with no other op between its runs
+            fns = {("op_alone", "fwdbwd"): fns[("op", "fwdbwd")],
+                   ("op_alone_mt", "fwdbwd"): fns[("op_mt", "fwdbwd")]}
         if args.dump:  # the 1-thread worker: check the composite, save inputs for fluid
             op_out, checks[f"{n}x{c}"] = check_composite(fns)
             np.savez(Path(args.dump) / f"in_{n}x{c}.npz", **d)
@@ -281,7 +285,9 @@ def build_rows(records, fluid, mem, thread_counts):
                 fluid_vs_op=fl and fl["fwdbwd_ms"] / op,
                 speedup=t[(n, c, 1, "op", "fwdbwd")] / op,
                 speedup_inproc=t[(n, c, 1, "op", "fwdbwd")] / t[(n, c, 1, "op_mt", "fwdbwd")]
-                if th > 1 else None))
+                if th > 1 else None,
+                speedup_alone=t[(n, c, 1, "op_alone", "fwdbwd")]
+                / t[(n, c, 1, "op_alone_mt", "fwdbwd")] if th > 1 else None))
             if th == 1:
                 rows[-1].update(
                     op_cpu=cpu[(n, c, "op")], ce_cpu=cpu[(n, c, "ce")],
@@ -301,7 +307,7 @@ def fmt(x, spec=".1f"):
 def tables(rows, mem_rows):
     head = ("| N | C | threads | op fwd | op f+b | CE fwd | CE f+b | composite fwd | composite f+b "
             "| fluid fwd | fluid f+b | op/CE f+b | composite/op f+b | fluid/op f+b "
-            "| op f+b speedup vs 1 thread: separate processes / interleaved |")
+            "| op f+b speedup vs 1 thread: op alone / interleaved / separate processes |")
     lines = ["Times in ms (median); f+b = forward+backward.", "", head,
              "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -311,7 +317,8 @@ def tables(rows, mem_rows):
             fmt(r["op_vs_ce"], ".3f"), fmt(r["comp_vs_op"], ".1f") + "x",
             (fmt(r["fluid_vs_op"], ".1f") + "x") if r["fluid_vs_op"] else "–",
             "–" if r["threads"] == 1 else
-            f"{r['speedup']:.2f}x / {r['speedup_inproc']:.2f}x"]) + " |")
+            f"{r['speedup_alone']:.2f}x / {r['speedup_inproc']:.2f}x / {r['speedup']:.2f}x"])
+            + " |")
     lines += ["", "Forward+backward, 1 thread, median process CPU time in ms (robust to other "
               "load on the machine):", "",
               "| N | C | op | CE | composite | fluid 1.8.5 | op/CE | fluid/op |",
@@ -353,9 +360,10 @@ def headline(rows):
     for (n, c, th), r in sorted(pick.items()):
         if n == 32 and th > 1:
             out.append(f"- N=32, C={c}, op fwd+bwd, {th} threads vs 1: "
-                       f"**{r['speedup_inproc']:.2f}x**"
-                       f" (interleaved in one process); {r['speedup']:.2f}x across the two "
-                       f"processes ({pick[(n, c, 1)]['op_fb']:.1f} → {r['op_fb']:.1f} ms)")
+                       f"**{r['speedup_alone']:.2f}x** (the op alone, interleaved in a process "
+                       f"of its own); {r['speedup_inproc']:.2f}x interleaved with CE and the "
+                       f"composite; {r['speedup']:.2f}x across the two processes "
+                       f"({pick[(n, c, 1)]['op_fb']:.1f} → {r['op_fb']:.1f} ms)")
     return "\n".join(out) or "(no N=32 size in this run)"
 
 
@@ -415,7 +423,10 @@ process, so not interleaved with the others); its loss and gradients are checked
 `MKL_NUM_THREADS`, `PADDLE_SSD_OP_NUM_THREADS` = n, `paddle.base.core.set_num_threads(n)` and
 `paddle_ssd_op.set_num_threads(n)`. The timed runs of op, CE and composite are interleaved
 (round-robin) in each process, and the 1-thread process also times the op with all cores
-(`paddle_ssd_op.set_num_threads`, switched per call) for the interleaved speedup.
+(`paddle_ssd_op.set_num_threads`, switched per call) for the interleaved speedup. A last process
+(Paddle at 1 thread) times only the op, switched between 1 thread and all cores per call: the
+op's own speedup, without CE's and the composite's OpenMP threads, which keep spinning on the
+cores for a while after each of their runs.
 
 ## Headline
 
@@ -449,6 +460,7 @@ def main():
     parser.add_argument("--sizes", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--dump", help=argparse.SUPPRESS)
+    parser.add_argument("--op-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [(n, c) for n, c in SIZES if n == 8] if args.quick else SIZES
     if args.sizes:
@@ -478,6 +490,11 @@ def main():
             libraries.add(res["info"]["op_library"])
             if th == 1:
                 checks, worker_info = res["checks"], res["info"]
+        if thread_counts[-1] > 1:
+            print(f"timing the op alone with 1 and {thread_counts[-1]} threads ...", flush=True)
+            records += run_json(me + ["--worker", "time", "--threads", "1", "--op-only",
+                                      "--sizes", size_arg, "--runs", str(args.runs)],
+                                thread_env(1))["records"]
         if use_fluid:
             for n, c in sizes:
                 print(f"timing fluid 1.8.5, N={n} C={c} ...", flush=True)
