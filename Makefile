@@ -68,7 +68,7 @@ bench-fluid:
 # The long profile: > 100 000 hypothesis cases against the NumPy reference, then 10 minutes of
 # libFuzzer on the core.
 fuzz: $(VENV)/.installed
-	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q tests/test_random.py
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q --hypothesis-show-statistics tests/test_random.py
 	scripts/fuzz_core.sh 600
 
 $(VENV)/.deps:
