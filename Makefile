@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 JOBS ?= 2
 
 .PHONY: demo test test-python test-cpp test-sanitize test-fast test-fuzz-core check-cuda test-gpu \
-	test-cuda-emu bench bench-fluid fuzz clean
+	test-cuda-emu bench bench-fluid bench-gpu fuzz clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/python examples/demo.py
@@ -52,6 +52,12 @@ check-cuda: $(VENV)/.deps
 test-gpu: $(VENV)/.installed
 	PYTHON=$(VENV)/bin/python scripts/check_cuda_compile.sh --link
 	PYTHONPATH=build/cuda $(VENV)/bin/pytest -q tests/gpu
+
+# On a machine with an NVIDIA GPU and PyTorch: the kernels against a PyTorch composite on that card
+# (writes docs/benchmarks_gpu.md).
+bench-gpu: $(VENV)/.installed
+	PYTHON=$(VENV)/bin/python scripts/check_cuda_compile.sh --link
+	PYTHONPATH=build/cuda $(VENV)/bin/python benchmarks/bench_gpu.py
 
 # Without a GPU: the CUDA kernels' logic run on the host (tests/gpu/emu), against the CPU core.
 test-cuda-emu: $(VENV)/.deps

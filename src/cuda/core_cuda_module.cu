@@ -75,64 +75,79 @@ size_t bytes_of(int64_t count) {
   return static_cast<size_t>(count) * sizeof(U);
 }
 
+// A forward pass's inputs uploaded to the device, and device room for its outputs.
+template <typename T>
+struct DeviceForward {
+  DeviceForward(const ForwardShape& shape, const Array<T>& location, const Array<T>& confidence,
+                const Array<T>& gt_box, const Array<int64_t>& gt_label, const Array<T>& prior_box,
+                const Array<T>& prior_var)
+      : n(shape.n), np(shape.np), nc(shape.nc),
+        location(bytes_of<T>(n * np * 4)), confidence(bytes_of<T>(n * np * nc)),
+        gt_box(bytes_of<T>(shape.ng * 4)), gt_label(bytes_of<int64_t>(shape.ng)),
+        offsets(bytes_of<int64_t>(n + 1)), prior_box(bytes_of<T>(np * 4)),
+        prior_var(bytes_of<T>(prior_var.size())), loss(bytes_of<T>(n)),
+        normalizer(bytes_of<T>(1)), match(bytes_of<int32_t>(n * np)),
+        target_class(bytes_of<int32_t>(n * np)), loc_target(bytes_of<T>(n * np * 4)),
+        stats(bytes_of<T>(n * np * 2)),
+        workspace(ssd_loss::cuda::forward_workspace_bytes({n, np, nc}, shape.ng)) {
+    upload(this->location, location.data(), n * np * 4);
+    upload(this->confidence, confidence.data(), n * np * nc);
+    upload(this->gt_box, gt_box.data(), shape.ng * 4);
+    upload(this->gt_label, gt_label.data(), shape.ng);
+    upload(offsets, shape.gt_offsets.data(), n + 1);
+    upload(this->prior_box, prior_box.data(), np * 4);
+    upload(this->prior_var, prior_var.data(), prior_var.size());
+    in.location = this->location.template as<T>();
+    in.confidence = this->confidence.template as<T>();
+    in.gt_box = this->gt_box.template as<T>();
+    in.gt_label = this->gt_label.template as<int64_t>();
+    in.gt_offsets = offsets.template as<int64_t>();
+    in.prior_box = this->prior_box.template as<T>();
+    in.prior_var = this->prior_var.template as<T>();
+    in.prior_var_shared = prior_var.size() == 4 && np != 1;
+    out.loss = loss.template as<T>();
+    out.normalizer = normalizer.template as<T>();
+    out.saved.match = match.template as<int32_t>();
+    out.saved.target_class = target_class.template as<int32_t>();
+    out.saved.loc_target = loc_target.template as<T>();
+    out.saved.softmax_stats = stats.template as<T>();
+  }
+
+  // Enqueues the forward pass on `stream`.
+  void run(const ssd_loss::Options& opt, cudaStream_t stream) {
+    check_cuda(ssd_loss::cuda::forward_cuda(in, {n, np, nc}, opt, out, workspace.get(),
+                                            workspace.bytes(), stream),
+               "forward_cuda (launch)");
+  }
+
+  const int64_t n, np, nc;
+  DeviceBuffer location, confidence, gt_box, gt_label, offsets, prior_box, prior_var, loss,
+      normalizer, match, target_class, loc_target, stats, workspace;
+  ssd_loss::ForwardInputs<T> in;
+  ssd_loss::ForwardOutputs<T> out;
+};
+
 template <typename T>
 py::dict forward(Array<T> location, Array<T> confidence, Array<T> gt_box, Array<int64_t> gt_label,
                  Array<int64_t> gt_lengths, Array<T> prior_box, Array<T> prior_var,
                  const ssd_loss::Options& opt) {
   const ForwardShape shape = check_forward_args(location, confidence, gt_box, gt_label,
                                                 gt_lengths, prior_box, prior_var, opt);
-  const int64_t n = shape.n, np = shape.np, nc = shape.nc, ng = shape.ng;
-  const std::vector<int64_t>& offsets = shape.gt_offsets;
-
+  const int64_t n = shape.n, np = shape.np;
   Array<T> loss({n, int64_t{1}}), normalizer({int64_t{1}}), loc_target({n, np, int64_t{4}}),
       stats({n, np, int64_t{2}});
   Array<int32_t> match({n, np}), target_class({n, np});
-  const ssd_loss::Sizes sizes{n, np, nc};
   {
     py::gil_scoped_release release;
-    DeviceBuffer d_location(bytes_of<T>(n * np * 4)), d_confidence(bytes_of<T>(n * np * nc)),
-        d_gt_box(bytes_of<T>(ng * 4)), d_gt_label(bytes_of<int64_t>(ng)),
-        d_offsets(bytes_of<int64_t>(n + 1)), d_prior_box(bytes_of<T>(np * 4)),
-        d_prior_var(bytes_of<T>(prior_var.size())), d_loss(bytes_of<T>(n)),
-        d_normalizer(bytes_of<T>(1)), d_match(bytes_of<int32_t>(n * np)),
-        d_target_class(bytes_of<int32_t>(n * np)), d_loc_target(bytes_of<T>(n * np * 4)),
-        d_stats(bytes_of<T>(n * np * 2)),
-        d_workspace(ssd_loss::cuda::forward_workspace_bytes(sizes, ng));
-    upload(d_location, location.data(), n * np * 4);
-    upload(d_confidence, confidence.data(), n * np * nc);
-    upload(d_gt_box, gt_box.data(), ng * 4);
-    upload(d_gt_label, gt_label.data(), ng);
-    upload(d_offsets, offsets.data(), n + 1);
-    upload(d_prior_box, prior_box.data(), np * 4);
-    upload(d_prior_var, prior_var.data(), prior_var.size());
-
-    ssd_loss::ForwardInputs<T> in;
-    in.location = d_location.as<T>();
-    in.confidence = d_confidence.as<T>();
-    in.gt_box = d_gt_box.as<T>();
-    in.gt_label = d_gt_label.as<int64_t>();
-    in.gt_offsets = d_offsets.as<int64_t>();
-    in.prior_box = d_prior_box.as<T>();
-    in.prior_var = d_prior_var.as<T>();
-    in.prior_var_shared = prior_var.size() == 4 && np != 1;
-    ssd_loss::ForwardOutputs<T> out;
-    out.loss = d_loss.as<T>();
-    out.normalizer = d_normalizer.as<T>();
-    out.saved.match = d_match.as<int32_t>();
-    out.saved.target_class = d_target_class.as<int32_t>();
-    out.saved.loc_target = d_loc_target.as<T>();
-    out.saved.softmax_stats = d_stats.as<T>();
-    check_cuda(ssd_loss::cuda::forward_cuda(in, sizes, opt, out, d_workspace.get(),
-                                            d_workspace.bytes(), nullptr),
-               "forward_cuda (launch)");
+    DeviceForward<T> d(shape, location, confidence, gt_box, gt_label, prior_box, prior_var);
+    d.run(opt, nullptr);
     check_cuda(cudaDeviceSynchronize(), "forward_cuda (kernels)");
-
-    download(loss.mutable_data(), d_loss, n);
-    download(normalizer.mutable_data(), d_normalizer, 1);
-    download(match.mutable_data(), d_match, n * np);
-    download(target_class.mutable_data(), d_target_class, n * np);
-    download(loc_target.mutable_data(), d_loc_target, n * np * 4);
-    download(stats.mutable_data(), d_stats, n * np * 2);
+    download(loss.mutable_data(), d.loss, n);
+    download(normalizer.mutable_data(), d.normalizer, 1);
+    download(match.mutable_data(), d.match, n * np);
+    download(target_class.mutable_data(), d.target_class, n * np);
+    download(loc_target.mutable_data(), d.loc_target, n * np * 4);
+    download(stats.mutable_data(), d.stats, n * np * 2);
   }
   py::dict result;
   result["loss"] = loss;
@@ -211,6 +226,71 @@ int device_count() {
 
 }  // namespace
 
+// Device times of the op, inputs uploaded once: per run, forward alone and forward+backward
+// (upstream gradient 1), each between two events on one stream, nothing copied in between.
+template <typename T>
+py::dict time_forward_backward(Array<T> location, Array<T> confidence, Array<T> gt_box,
+                               Array<int64_t> gt_label, Array<int64_t> gt_lengths,
+                               Array<T> prior_box, Array<T> prior_var,
+                               const ssd_loss::Options& opt, int runs, int warmup) {
+  require(runs > 0 && warmup >= 0, "runs: expected > 0 (and warmup >= 0)");
+  const ForwardShape shape = check_forward_args(location, confidence, gt_box, gt_label,
+                                                gt_lengths, prior_box, prior_var, opt);
+  const int64_t n = shape.n, np = shape.np, nc = shape.nc;
+  std::vector<double> forward_ms, forward_backward_ms;
+  {
+    py::gil_scoped_release release;
+    DeviceForward<T> d(shape, location, confidence, gt_box, gt_label, prior_box, prior_var);
+    DeviceBuffer grad_loss(bytes_of<T>(n)), grad_location(bytes_of<T>(n * np * 4)),
+        grad_confidence(bytes_of<T>(n * np * nc));
+    const std::vector<T> ones(n, T(1));
+    upload(grad_loss, ones.data(), n);
+    ssd_loss::BackwardInputs<T> in;
+    in.location = d.in.location;
+    in.confidence = d.in.confidence;
+    in.grad_loss = grad_loss.as<T>();
+    in.normalizer = d.out.normalizer;
+    in.match = d.out.saved.match;
+    in.target_class = d.out.saved.target_class;
+    in.loc_target = d.out.saved.loc_target;
+    in.softmax_stats = d.out.saved.softmax_stats;
+    ssd_loss::BackwardOutputs<T> out;
+    out.grad_location = grad_location.as<T>();
+    out.grad_confidence = grad_confidence.as<T>();
+    ssd_loss::Options bwd_opt;
+    bwd_opt.loc_loss_weight = opt.loc_loss_weight;
+    bwd_opt.conf_loss_weight = opt.conf_loss_weight;
+
+    cudaStream_t stream;
+    check_cuda(cudaStreamCreate(&stream), "cudaStreamCreate");
+    cudaEvent_t start, forwarded, done;
+    check_cuda(cudaEventCreate(&start), "cudaEventCreate");
+    check_cuda(cudaEventCreate(&forwarded), "cudaEventCreate");
+    check_cuda(cudaEventCreate(&done), "cudaEventCreate");
+    for (int r = 0; r < warmup + runs; ++r) {
+      check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
+      d.run(opt, stream);
+      check_cuda(cudaEventRecord(forwarded, stream), "cudaEventRecord");
+      check_cuda(ssd_loss::cuda::backward_cuda(in, {n, np, nc}, bwd_opt, out, stream),
+                 "backward_cuda (launch)");
+      check_cuda(cudaEventRecord(done, stream), "cudaEventRecord");
+      check_cuda(cudaEventSynchronize(done), "kernels");
+      float fwd = 0.f, total = 0.f;
+      check_cuda(cudaEventElapsedTime(&fwd, start, forwarded), "cudaEventElapsedTime");
+      check_cuda(cudaEventElapsedTime(&total, start, done), "cudaEventElapsedTime");
+      if (r >= warmup) forward_ms.push_back(fwd), forward_backward_ms.push_back(total);
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(forwarded);
+    cudaEventDestroy(done);
+    cudaStreamDestroy(stream);
+  }
+  py::dict result;
+  result["forward_ms"] = forward_ms;
+  result["forward_backward_ms"] = forward_backward_ms;
+  return result;
+}
+
 PYBIND11_MODULE(_core_cuda, m) {
   m.doc() = "CUDA path of the fused SSD loss core (NumPy in, NumPy out; device copies inside).";
   m.def(
@@ -256,6 +336,25 @@ PYBIND11_MODULE(_core_cuda, m) {
       py::arg("location"), py::arg("confidence"), py::arg("grad_loss"), py::arg("saved"),
       py::arg("loc_loss_weight") = 1.0f, py::arg("conf_loss_weight") = 1.0f,
       "Backward pass on the GPU; returns (grad_location, grad_confidence).");
+  m.def(
+      "time_forward_backward",
+      [](py::array location, py::array confidence, py::array gt_box, Array<int64_t> gt_label,
+         Array<int64_t> gt_lengths, py::array prior_box, py::array prior_box_var, int runs,
+         int warmup) -> py::dict {
+        const ssd_loss::Options opt;  // fluid's defaults
+        if (is_double(location)) {
+          return time_forward_backward<double>(location, confidence, gt_box, gt_label,
+                                               gt_lengths, prior_box, prior_box_var, opt, runs,
+                                               warmup);
+        }
+        return time_forward_backward<float>(location, confidence, gt_box, gt_label, gt_lengths,
+                                            prior_box, prior_box_var, opt, runs, warmup);
+      },
+      py::arg("location"), py::arg("confidence"), py::arg("gt_box"), py::arg("gt_label"),
+      py::arg("gt_lengths"), py::arg("prior_box"), py::arg("prior_box_var"), py::arg("runs") = 20,
+      py::arg("warmup") = 3,
+      "Device milliseconds of `runs` forward and forward+backward passes (default attributes), "
+      "inputs uploaded once: dict(forward_ms=[...], forward_backward_ms=[...]).");
   m.def("device_count", &device_count, "Number of usable CUDA devices (0 without driver/device).");
   m.def(
       "forward_workspace_bytes",

@@ -261,6 +261,16 @@ def test_ssd300_bit_identical_and_matches_cpu(cuda, cpu):
     assert_agree(first, run(cpu, inputs, up, attrs), np.float32, case.name)
 
 
+def test_time_forward_backward_times_every_run(cuda):
+    """The timing entry point of benchmarks/bench_gpu.py: device-resident runs, one time each."""
+    inputs, _ = tricky_batch(7, "float32", n=3, n_prior=300)
+    times = cuda.time_forward_backward(*inputs, runs=4, warmup=1)
+    assert len(times["forward_ms"]) == len(times["forward_backward_ms"]) == 4
+    assert all(0 <= f <= fb for f, fb in zip(times["forward_ms"], times["forward_backward_ms"]))
+    with pytest.raises(ValueError, match="runs"):
+        cuda.time_forward_backward(*inputs, runs=0)
+
+
 def test_rejects_bad_input_like_cpu(cuda):
     inputs, up = tricky_batch(1, "float32", n=2, n_prior=16)
     labels = inputs[3].copy()
