@@ -286,8 +286,9 @@ py::dict time_forward_backward(Array<T> location, Array<T> confidence, Array<T> 
     cudaStreamDestroy(stream);
   }
   py::dict result;
-  result["forward_ms"] = forward_ms;
-  result["forward_backward_ms"] = forward_backward_ms;
+  result["forward_ms"] = py::array_t<double>(forward_ms.size(), forward_ms.data());
+  result["forward_backward_ms"] =
+      py::array_t<double>(forward_backward_ms.size(), forward_backward_ms.data());
   return result;
 }
 
@@ -354,7 +355,7 @@ PYBIND11_MODULE(_core_cuda, m) {
       py::arg("gt_lengths"), py::arg("prior_box"), py::arg("prior_box_var"), py::arg("runs") = 20,
       py::arg("warmup") = 3,
       "Device milliseconds of `runs` forward and forward+backward passes (default attributes), "
-      "inputs uploaded once: dict(forward_ms=[...], forward_backward_ms=[...]).");
+      "inputs uploaded once: dict(forward_ms=array, forward_backward_ms=array).");
   m.def("device_count", &device_count, "Number of usable CUDA devices (0 without driver/device).");
   m.def(
       "forward_workspace_bytes",
