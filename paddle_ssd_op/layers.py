@@ -17,6 +17,9 @@ _MINING_TYPES = ("max_negative", "hard_example")
 _NORMALIZATIONS = ("valid", "full", "batch_size", "none")
 _NEG_OVERLAP_MODES = ("fluid", "caffe")
 _FLOAT_DTYPES = ("float32", "float64")
+# Predictions of these dtypes are computed in float32 (casts around the op): the loss and the
+# gradients of location and confidence come back in the input dtype.
+_HALF_DTYPES = ("float16", "bfloat16")
 _LABEL_DTYPES = ("int32", "int64", "float32", "float64")
 _LENGTH_DTYPES = ("int32", "int64")
 
@@ -33,14 +36,16 @@ def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=No
     """SSD multibox loss, the drop-in replacement of ``fluid.layers.ssd_loss`` (Paddle 1.8).
 
     Args:
-        location: [N, Np, 4] float32/float64, predicted encoded offsets per prior.
+        location: [N, Np, 4] float32/float64, predicted encoded offsets per prior; float16 and
+            bfloat16 are computed in float32, and the loss and gradients come back in that dtype.
         confidence: [N, Np, C] logits, same dtype as ``location``.
         gt_box: [Ng, 4] gt boxes (xmin, ymin, xmax, ymax) of all images, image after image. In a
             static program, a LoDTensor whose level-1 LoD gives the boxes per image. In dygraph,
             also a list of N tensors [n_i, 4].
         gt_label: [Ng, 1] or [Ng] class ids (int32, int64 or float, truncated), in [0, C). Same
             LoD as ``gt_box``, or a list of N tensors when ``gt_box`` is a list.
-        prior_box: [Np, 4] priors (xmin, ymin, xmax, ymax).
+        prior_box: [Np, 4] priors (xmin, ymin, xmax, ymax). ``gt_box``, ``prior_box`` and
+            ``prior_box_var`` have the dtype of ``location``, float32 when that is float16/bfloat16.
         prior_box_var: [Np, 4] tensor, a list of 4 floats, or None (unit variances).
         background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
         conf_loss_weight, match_type, normalize: as in fluid.
@@ -78,11 +83,14 @@ def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=No
     _check_tensor("gt_label", gt_label)
     _check_tensor("prior_box", prior_box)
     _check_shapes(location, confidence, gt_box, gt_label, prior_box)
-    dtype = _dtype(location)
+    dtype = _compute_dtype(location)
     prior_box_var = _variance_tensor(prior_box_var, prior_box, dtype)
     gt_lengths = _lengths_tensor(gt_lengths, location, gt_box)
     if dynamic and gt_lengths is None:
         _require_gt_layout(location, gt_box)
+    half = _dtype(location) if dtype != _dtype(location) else None
+    if half:
+        location, confidence = paddle.cast(location, dtype), paddle.cast(confidence, dtype)
 
     inputs = (location, confidence, gt_box, gt_label, prior_box, prior_box_var, gt_lengths)
     if dynamic or _in_pir_mode():
@@ -91,8 +99,9 @@ def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=No
             aux.stop_gradient = True
     else:
         outs = _append_legacy_op(inputs, attrs, dtype, name)
+    loss = paddle.cast(outs[0], half) if half else outs[0]
     if not return_targets:
-        return outs[0]
+        return loss
     match, target_class = outs[1], outs[2]
     positive = paddle.greater_equal(match, paddle.zeros_like(match))
     targets = {
@@ -103,7 +112,7 @@ def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=No
             paddle.greater_equal(target_class, paddle.zeros_like(target_class))),
         "num_positives": paddle.sum(paddle.cast(positive, "int64")),
     }
-    return outs[0], targets
+    return loss, targets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,6 +223,11 @@ def _dtype(x):
     return str(x.dtype).split(".")[-1]
 
 
+def _compute_dtype(location):
+    """The float type the op computes in: float32 for float16/bfloat16 predictions."""
+    return "float32" if _dtype(location) in _HALF_DTYPES else _dtype(location)
+
+
 def _shape_str(x):
     return str(list(x.shape))
 
@@ -226,11 +240,16 @@ def _check_shapes(location, confidence, gt_box, gt_label, prior_box):
     ls, cs = list(location.shape), list(confidence.shape)
     if len(ls) != 3 or ls[2] != 4:
         raise ValueError(f"location: expected shape [N, Np, 4], received {ls}")
-    if _dtype(location) not in _FLOAT_DTYPES:
-        raise TypeError(f"location: expected dtype float32 or float64, received {_dtype(location)}")
-    for name, x in (("confidence", confidence), ("gt_box", gt_box), ("prior_box", prior_box)):
-        if _dtype(x) != _dtype(location):
-            raise TypeError(f"{name}: expected the dtype of location ({_dtype(location)}), "
+    if _dtype(location) not in _FLOAT_DTYPES + _HALF_DTYPES:
+        raise TypeError(f"location: expected dtype float32, float64, float16 or bfloat16, "
+                        f"received {_dtype(location)}")
+    if _dtype(confidence) != _dtype(location):
+        raise TypeError(f"confidence: expected the dtype of location ({_dtype(location)}), "
+                        f"received {_dtype(confidence)}")
+    boxes = _compute_dtype(location)
+    for name, x in (("gt_box", gt_box), ("prior_box", prior_box)):
+        if _dtype(x) != boxes:
+            raise TypeError(f"{name}: expected dtype {boxes} (location is {_dtype(location)}), "
                             f"received {_dtype(x)}")
     if len(cs) != 3 or any(_known(a, b) and a != b for a, b in zip(cs[:2], ls[:2])):
         raise ValueError(f"confidence: expected shape [N, Np, C] with N, Np of location "
@@ -263,7 +282,7 @@ def _variance_tensor(prior_box_var, prior_box, dtype):
                 raise ValueError(f"prior_box_var: expected shape [Np, 4] = [{np_}, 4] or 4 "
                                  f"values, received {vs}")
             if _dtype(prior_box_var) != dtype:
-                raise TypeError(f"prior_box_var: expected dtype {dtype} (that of location), "
+                raise TypeError(f"prior_box_var: expected dtype {dtype} (that of prior_box), "
                                 f"received {_dtype(prior_box_var)}")
         return prior_box_var
     values = np.asarray(prior_box_var)

@@ -24,8 +24,11 @@ def run_static(location, confidence, gt_box, gt_label, gt_lengths, prior_box,
                prior_box_var=None, upstream=None, **attrs):
     """A fluid-style program: gt_box/gt_label are LoDTensors whose LoD the kernel reads."""
     dtype = str(location.dtype)
+    # float16 predictions: boxes, variances and the upstream gradient in float32 (Paddle's CPU
+    # kernels have no float16 arithmetic; the op computes in float32 anyway).
+    boxes = "float32" if dtype == "float16" else dtype
     n = location.shape[0]
-    upstream = np.ones((n, 1), dtype) if upstream is None else upstream.astype(dtype)
+    upstream = np.ones((n, 1), boxes) if upstream is None else upstream.astype(boxes)
     main, startup = paddle.static.Program(), paddle.static.Program()
     paddle.enable_static()
     try:
@@ -34,16 +37,16 @@ def run_static(location, confidence, gt_box, gt_label, gt_lengths, prior_box,
             conf = paddle.static.data("confidence", list(confidence.shape), dtype)
             loc.stop_gradient = False
             conf.stop_gradient = False
-            box = paddle.static.data("gt_box", [-1, 4], dtype, lod_level=1)
+            box = paddle.static.data("gt_box", [-1, 4], boxes, lod_level=1)
             label = paddle.static.data("gt_label", [-1] + list(gt_label.shape[1:]),
                                        str(gt_label.dtype), lod_level=1)
-            prior = paddle.static.data("prior_box", list(prior_box.shape), dtype)
+            prior = paddle.static.data("prior_box", list(prior_box.shape), boxes)
             feed_var = isinstance(prior_box_var, np.ndarray)
-            var = paddle.static.data("prior_box_var", list(prior_box_var.shape), dtype) \
+            var = paddle.static.data("prior_box_var", list(prior_box_var.shape), boxes) \
                 if feed_var else prior_box_var
-            up = paddle.static.data("upstream", [n, 1], dtype)
+            up = paddle.static.data("upstream", [n, 1], boxes)
             loss = paddle_ssd_op.ssd_loss(loc, conf, box, label, prior, var, **attrs)
-            objective = paddle.sum(loss * up)
+            objective = paddle.sum((loss if boxes == dtype else paddle.cast(loss, boxes)) * up)
             grads = paddle.static.gradients([objective], [loc, conf])
         place = paddle.CPUPlace()
         lod = [[int(v) for v in gt_lengths]]

@@ -72,7 +72,7 @@ BAD_INPUTS = [
      ["prior_box_var", "4 numbers"]),
     # dtypes
     ("location_int", dict(overrides={"location": np.zeros((N, NP, 4), np.int32)}), TypeError,
-     ["location", "float32 or float64", "int32"]),
+     ["location", "float32, float64, float16 or bfloat16", "int32"]),
     ("mixed_float", dict(overrides={"confidence": np.zeros((N, NP, C), np.float64)}), TypeError,
      ["confidence", "float32", "float64"]),
     ("gt_label_bool", dict(overrides={"gt_label": np.ones((3, 1), bool)}), TypeError,

@@ -57,6 +57,13 @@ typedef float FloatLanes __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t IntLanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
 typedef uint32_t UintLanes __attribute__((vector_size(kLanes * sizeof(uint32_t))));
 
+// Lanes permuted by constant indices (GCC's and Clang's spellings differ).
+#if defined(__clang__)
+#define SSD_PERMUTE(a, ...) __builtin_shufflevector(a, a, __VA_ARGS__)
+#else
+#define SSD_PERMUTE(a, ...) __builtin_shuffle(a, IntLanes{__VA_ARGS__})
+#endif
+
 SSD_ALWAYS_INLINE FloatLanes load_lanes(const float* x) {
   return bit_cast<FloatLanes>(*reinterpret_cast<const float(*)[kLanes]>(x));
 }
@@ -66,16 +73,16 @@ SSD_ALWAYS_INLINE FloatLanes max_lanes(FloatLanes a, FloatLanes b) { return b > 
 
 // The scalar code's max over lanes 0, 1, ..., 7, broadcast to every lane.
 SSD_ALWAYS_INLINE FloatLanes butterfly_max(FloatLanes a) {
-  a = max_lanes(a, __builtin_shuffle(a, IntLanes{1, 0, 3, 2, 5, 4, 7, 6}));
-  a = max_lanes(a, __builtin_shuffle(a, IntLanes{2, 3, 0, 1, 6, 7, 4, 5}));
-  a = max_lanes(a, __builtin_shuffle(a, IntLanes{4, 5, 6, 7, 0, 1, 2, 3}));
-  return __builtin_shuffle(a, IntLanes{});
+  a = max_lanes(a, SSD_PERMUTE(a, 1, 0, 3, 2, 5, 4, 7, 6));
+  a = max_lanes(a, SSD_PERMUTE(a, 2, 3, 0, 1, 6, 7, 4, 5));
+  a = max_lanes(a, SSD_PERMUTE(a, 4, 5, 6, 7, 0, 1, 2, 3));
+  return SSD_PERMUTE(a, 0, 0, 0, 0, 0, 0, 0, 0);
 }
 
 SSD_ALWAYS_INLINE FloatLanes butterfly_sum(FloatLanes a) {
-  a = a + __builtin_shuffle(a, IntLanes{1, 0, 3, 2, 5, 4, 7, 6});
-  a = a + __builtin_shuffle(a, IntLanes{2, 3, 0, 1, 6, 7, 4, 5});
-  return a + __builtin_shuffle(a, IntLanes{4, 5, 6, 7, 0, 1, 2, 3});
+  a = a + SSD_PERMUTE(a, 1, 0, 3, 2, 5, 4, 7, 6);
+  a = a + SSD_PERMUTE(a, 2, 3, 0, 1, 6, 7, 4, 5);
+  return a + SSD_PERMUTE(a, 4, 5, 6, 7, 0, 1, 2, 3);
 }
 
 // Clamped shifted logits x - max of one vector, and their exponentials.
