@@ -1,4 +1,6 @@
-// Row statistics of the softmax over all priors: the one pass over the logits in the forward.
+// The softmax rows of the CPU kernels: in the forward, each prior's row statistics and its
+// cross-entropy, in the one pass over the logits; in the backward, the gradient rows of the
+// priors in the confidence loss.
 //
 // Each row is processed in blocks of kLanes values with independent accumulators per lane,
 // combined in a fixed order, so the compiler vectorizes without reassociating anything: the
@@ -13,7 +15,6 @@
 #include "cpu_kernels.h"
 #include "ssd_loss/bits.h"
 #include "ssd_loss/softmax.h"
-
 
 namespace ssd_loss {
 namespace cpu {
