@@ -118,21 +118,34 @@ struct BestPrior {
   }
 };
 
+// Calls visit(p, lane) for the priors p in [begin, end) of the runs that the gt box
+// (gx1, gy1, gx2, gy2) may meet, with lane = p % kMatchLanes, so that each lane sees its priors in
+// ascending order; the other runs are skipped (their IoUs are exactly 0). begin is a multiple of
+// kCullRun. The inner loop over lanes is what the compiler vectorizes.
+template <typename T, typename Visit>
+SSD_ALWAYS_INLINE void for_priors_meeting(const MatchWorkspace<T>& ws, int64_t begin, int64_t end,
+                                          T gx1, T gy1, T gx2, T gy2, Visit&& visit) {
+  for (int64_t r0 = begin; r0 < end; r0 += kCullRun) {
+    if (ws.misses_run(r0 / kCullRun, gx1, gy1, gx2, gy2)) continue;
+    const int32_t first = static_cast<int32_t>(r0);
+    const int32_t last = static_cast<int32_t>(std::min(end, r0 + kCullRun));
+    const int32_t full = first + (last - first) / kMatchLanes * kMatchLanes;
+    for (int32_t p = first; p < full; p += kMatchLanes) {
+      for (int l = 0; l < kMatchLanes; ++l) visit(p + l, l);
+    }
+    for (int32_t p = full; p < last; ++p) visit(p, p - full);
+  }
+}
+
 // Best free prior of a gt (largest IoU >= 1e-6, lowest index on ties), or -1.
 template <typename T>
 SSD_ALWAYS_INLINE int64_t best_free_prior(const MatchWorkspace<T>& ws, const T* gt,
                                           const int32_t* match, T* best_overlap) {
   const T g_area = box_area(gt[0], gt[1], gt[2], gt[3]);
-  const int32_t np = static_cast<int32_t>(ws.num_priors);
   BestPrior<T> best;
-  const auto visit = [&](int32_t p, int l) {
+  for_priors_meeting(ws, 0, ws.num_priors, gt[0], gt[1], gt[2], gt[3], [&](int32_t p, int l) {
     best.visit(l, ws.overlap(gt, g_area, p), p, match[p] < 0);
-  };
-  const int32_t full = np / kMatchLanes * kMatchLanes;
-  for (int32_t p = 0; p < full; p += kMatchLanes) {
-    for (int l = 0; l < kMatchLanes; ++l) visit(p + l, l);
-  }
-  for (int32_t p = full; p < np; ++p) visit(p, p - full);
+  });
   return best.merged(best_overlap);
 }
 
@@ -141,41 +154,31 @@ SSD_ALWAYS_INLINE int64_t best_free_prior(const MatchWorkspace<T>& ws, const T* 
 template <typename T>
 SSD_ALWAYS_INLINE void scan_overlaps(const T* gts, int64_t num_gt, MatchWorkspace<T>& ws) {
   const int64_t np = ws.num_priors;
+  T* SSD_RESTRICT best = ws.prior_best_overlap.data();
+  int32_t* SSD_RESTRICT best_gt = ws.prior_best_gt.data();
+  const T *x1 = ws.x1.data(), *y1 = ws.y1.data(), *x2 = ws.x2.data(), *y2 = ws.y2.data(),
+          *area = ws.area.data();
   for (int64_t p0 = 0; p0 < np; p0 += kPriorBlock) {
-    const int32_t nb = static_cast<int32_t>(std::min(kPriorBlock, np - p0));
-    T* SSD_RESTRICT best = ws.prior_best_overlap.data() + p0;
-    int32_t* SSD_RESTRICT best_gt = ws.prior_best_gt.data() + p0;
-    for (int32_t j = 0; j < nb; ++j) best[j] = T(0), best_gt[j] = -1;
-    const T *x1 = ws.x1.data() + p0, *y1 = ws.y1.data() + p0, *x2 = ws.x2.data() + p0,
-            *y2 = ws.y2.data() + p0, *area = ws.area.data() + p0;
+    const int64_t p1 = std::min(np, p0 + kPriorBlock);
+    for (int64_t p = p0; p < p1; ++p) best[p] = T(0), best_gt[p] = -1;
     for (int64_t g = 0; g < num_gt; ++g) {
       const T gx1 = gts[4 * g], gy1 = gts[4 * g + 1], gx2 = gts[4 * g + 2], gy2 = gts[4 * g + 3];
       const T g_area = box_area(gx1, gy1, gx2, gy2);
       BestPrior<T> cand;
-      const auto visit = [&](int32_t j, int l) {
-        const T o = iou(gx1, gy1, gx2, gy2, g_area, x1[j], y1[j], x2[j], y2[j], area[j]);
+      for_priors_meeting(ws, p0, p1, gx1, gy1, gx2, gy2, [&](int32_t p, int l) {
+        const T o = iou(gx1, gy1, gx2, gy2, g_area, x1[p], y1[p], x2[p], y2[p], area[p]);
         // Ascending g with a strict '>': the lowest gt wins ties.
-        const bool better = is_overlap(o) & (o > best[j]);
-        best[j] = better ? o : best[j];
-        best_gt[j] = better ? static_cast<int32_t>(g) : best_gt[j];
-        cand.visit(l, o, j, true);
-      };
-      // Each lane sees its priors in ascending order, whatever runs are skipped.
-      for (int32_t r0 = 0; r0 < nb; r0 += static_cast<int32_t>(kCullRun)) {
-        if (ws.misses_run((p0 + r0) / kCullRun, gx1, gy1, gx2, gy2)) continue;
-        const int32_t end = std::min(nb, r0 + static_cast<int32_t>(kCullRun));
-        const int32_t full = r0 + (end - r0) / kMatchLanes * kMatchLanes;
-        for (int32_t j = r0; j < full; j += kMatchLanes) {
-          for (int l = 0; l < kMatchLanes; ++l) visit(j + l, l);
-        }
-        for (int32_t j = full; j < end; ++j) visit(j, j - full);
-      }
+        const bool better = is_overlap(o) & (o > best[p]);
+        best[p] = better ? o : best[p];
+        best_gt[p] = better ? static_cast<int32_t>(g) : best_gt[p];
+        cand.visit(l, o, p, true);
+      });
       // The block's best against the candidate of the earlier blocks, which wins ties.
       T block_overlap;
       const int32_t block_prior = cand.merged(&block_overlap);
       if (block_prior >= 0 && block_overlap > ws.gt_cand_overlap[g]) {
         ws.gt_cand_overlap[g] = block_overlap;
-        ws.gt_cand_prior[g] = p0 + block_prior;
+        ws.gt_cand_prior[g] = block_prior;
       }
     }
   }

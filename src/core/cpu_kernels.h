@@ -20,10 +20,10 @@ template <typename T>
 void softmax_grad_rows(const T* logits, int64_t num_classes, const int32_t* rows, int64_t count,
                        const T* stats, const int32_t* labels, T scale, T* grad);
 
-// grad[0..n) = 0 with streaming stores: a gradient is written once and read by another op much
-// later, so it need not pass through the cache.
+// x[0..n) = 0 with streaming stores: the large outputs (gradients, encoded targets) are written
+// once and read much later, by another op or the backward, so they need not pass through the cache.
 template <typename T>
-void zero_fill(T* grad, int64_t n);
+void zero_fill(T* x, int64_t n);
 
 }  // namespace cpu
 }  // namespace ssd_loss

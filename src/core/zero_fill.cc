@@ -1,4 +1,4 @@
-// Zeroing of large gradient blocks with streaming (non-temporal) stores where the CPU has them:
+// Zeroing of large output blocks with streaming (non-temporal) stores where the CPU has them:
 // about twice the speed of memset on blocks far larger than the cache, which would otherwise be
 // read in before being overwritten.
 #include <algorithm>
@@ -14,9 +14,9 @@ namespace ssd_loss {
 namespace cpu {
 
 template <typename T>
-void zero_fill(T* grad, int64_t n) {
+void zero_fill(T* x, int64_t n) {
 #if defined(__SSE2__)
-  char* p = reinterpret_cast<char*>(grad);
+  char* p = reinterpret_cast<char*>(x);
   char* const end = p + n * static_cast<int64_t>(sizeof(T));
   char* const aligned =
       reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(p) + 15) & ~uintptr_t{15});
@@ -31,11 +31,11 @@ void zero_fill(T* grad, int64_t n) {
       _mm_stream_si128(reinterpret_cast<__m128i*>(q + 48), zero);
     }
     std::fill(q, end, char(0));
-    _mm_sfence();  // order the streaming stores before the gradient rows written next
+    _mm_sfence();  // order the streaming stores before the values written next
     return;
   }
 #endif
-  std::fill(grad, grad + n, T(0));
+  std::fill(x, x + n, T(0));
 }
 
 template void zero_fill<float>(float*, int64_t);

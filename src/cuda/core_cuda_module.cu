@@ -257,9 +257,6 @@ py::dict time_forward_backward(Array<T> location, Array<T> confidence, Array<T> 
     ssd_loss::BackwardOutputs<T> out;
     out.grad_location = grad_location.as<T>();
     out.grad_confidence = grad_confidence.as<T>();
-    ssd_loss::Options bwd_opt;
-    bwd_opt.loc_loss_weight = opt.loc_loss_weight;
-    bwd_opt.conf_loss_weight = opt.conf_loss_weight;
 
     cudaStream_t stream;
     check_cuda(cudaStreamCreate(&stream), "cudaStreamCreate");
@@ -271,7 +268,7 @@ py::dict time_forward_backward(Array<T> location, Array<T> confidence, Array<T> 
       check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
       d.run(opt, stream);
       check_cuda(cudaEventRecord(forwarded, stream), "cudaEventRecord");
-      check_cuda(ssd_loss::cuda::backward_cuda(in, {n, np, nc}, bwd_opt, out, stream),
+      check_cuda(ssd_loss::cuda::backward_cuda(in, {n, np, nc}, opt, out, stream),
                  "backward_cuda (launch)");
       check_cuda(cudaEventRecord(done, stream), "cudaEventRecord");
       check_cuda(cudaEventSynchronize(done), "kernels");
