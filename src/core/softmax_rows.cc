@@ -133,6 +133,135 @@ SSD_ALWAYS_INLINE void row_block(const float* x, int64_t rows, int64_t nc, int64
   for (int r = 0; r < rows; ++r) ce[r] = loss[r];
 }
 
+// K vectors that take every operation together, one statement for all of them: the exp polynomial
+// instantiated on a group is K independent chains interleaved instruction by instruction, so the
+// core keeps them all in flight (a single chain's latency, not the arithmetic, bounds it otherwise:
+// the scheduler holds only about two). Each vector gets exactly exp_shifted_logit_t's operations.
+template <typename V, int K>
+struct Group {
+  V v[K];
+};
+
+#define SSD_GROUP_OP(op)                                                                \
+  template <typename V, int K>                                                          \
+  SSD_ALWAYS_INLINE Group<V, K> operator op(const Group<V, K>& a, const Group<V, K>& b) { \
+    Group<V, K> r;                                                                      \
+    for (int k = 0; k < K; ++k) r.v[k] = a.v[k] op b.v[k];                              \
+    return r;                                                                           \
+  }                                                                                     \
+  template <typename V, int K, typename S>                                              \
+  SSD_ALWAYS_INLINE Group<V, K> operator op(const Group<V, K>& a, S b) {                \
+    Group<V, K> r;                                                                      \
+    for (int k = 0; k < K; ++k) r.v[k] = a.v[k] op b;                                   \
+    return r;                                                                           \
+  }
+SSD_GROUP_OP(+)
+SSD_GROUP_OP(-)
+SSD_GROUP_OP(*)
+SSD_GROUP_OP(<<)
+#undef SSD_GROUP_OP
+
+constexpr int kGroup = 8;
+typedef Group<FloatLanes, kGroup> FloatGroup;
+typedef Group<UintLanes, kGroup> UintGroup;
+
+// Lanes picked from two vectors by constant indices (0-7: a, 8-15: b).
+#if defined(__clang__)
+#define SSD_SHUFFLE2(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SSD_SHUFFLE2(a, b, ...) __builtin_shuffle(a, b, IntLanes{__VA_ARGS__})
+#endif
+
+// col[j] lane r = rows[r] lane j: the 8 x 8 transpose in three rounds of two-vector shuffles.
+SSD_ALWAYS_INLINE void transpose(const FloatLanes (&rows)[kLanes], FloatLanes* col) {
+  FloatLanes t[kLanes], u[kLanes];
+  for (int k = 0; k < kLanes; k += 2) {
+    t[k] = SSD_SHUFFLE2(rows[k], rows[k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[k + 1] = SSD_SHUFFLE2(rows[k], rows[k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int k = 0; k < kLanes; k += 4) {
+    u[k] = SSD_SHUFFLE2(t[k], t[k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[k + 1] = SSD_SHUFFLE2(t[k], t[k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[k + 2] = SSD_SHUFFLE2(t[k + 1], t[k + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[k + 3] = SSD_SHUFFLE2(t[k + 1], t[k + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int k = 0; k < 4; ++k) {
+    col[k] = SSD_SHUFFLE2(u[k], u[k + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    col[k + 4] = SSD_SHUFFLE2(u[k], u[k + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+// Classes of the rows that transposed_block handles (its columns live on the stack).
+constexpr int64_t kMaxTransposedClasses = 128;
+
+// kLanes full rows at once, transposed: lane r of column vector c holds x[r][c], so the rows'
+// per-lane accumulators of row_block (lane l: classes l, l + 8, ... in order) become kLanes vectors
+// and the fixed trees across lanes become vector operations, with the same bits as row_block. No
+// exp is spent on padding (C = 21: 21 vectors per 8 rows instead of 24) and nothing is reduced
+// across lanes. Reads x[r * nc + c] for c < width, like row_block.
+SSD_ALWAYS_INLINE void transposed_block(const float* x, int64_t nc, int64_t width,
+                                        const int32_t* labels, float* stats, float* ce) {
+  const int64_t full = nc / kLanes, rem = nc % kLanes;
+  FloatLanes col[kMaxTransposedClasses];
+  for (int64_t c = 0; c < width; c += kLanes) {
+    FloatLanes rows[kLanes];
+    for (int r = 0; r < kLanes; ++r) rows[r] = load_lanes(x + r * nc + c);
+    transpose(rows, col + c);
+  }
+  FloatLanes acc[kLanes];
+  for (int l = 0; l < kLanes; ++l) acc[l] = col[0];
+  for (int64_t t = 0; t < full; ++t) {
+    for (int l = 0; l < kLanes; ++l) acc[l] = max_lanes(acc[l], col[t * kLanes + l]);
+  }
+  // (l < rem inside the loop, not as its bound: constant indices keep acc and sum in registers)
+  for (int l = 0; l < kLanes; ++l) {
+    if (l < rem) acc[l] = max_lanes(acc[l], col[full * kLanes + l]);
+  }
+  const FloatLanes max =
+      max_lanes(max_lanes(max_lanes(acc[0], acc[1]), max_lanes(acc[2], acc[3])),
+                max_lanes(max_lanes(acc[4], acc[5]), max_lanes(acc[6], acc[7])));
+
+  const FloatLanes floor = FloatLanes{} + kShiftedLogitFloor;
+  FloatLanes sum[kLanes] = {};
+  static_assert(kGroup == kLanes, "one group per column tile");
+  for (int64_t t = 0; t < full; ++t) {
+    FloatGroup z;
+    for (int l = 0; l < kLanes; ++l) {
+      const FloatLanes d = col[t * kLanes + l] - max;
+      z.v[l] = floor > d ? floor : d;
+    }
+    const FloatGroup e = exp_shifted_logit_t<FloatGroup, UintGroup>(z);
+    for (int l = 0; l < kLanes; ++l) sum[l] += e.v[l];
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    if (l < rem) sum[l] += exp_lanes(col[full * kLanes + l], max);
+  }
+  const FloatLanes sums = ((sum[0] + sum[1]) + (sum[2] + sum[3])) +
+                          ((sum[4] + sum[5]) + (sum[6] + sum[7]));
+
+  FloatLanes label_x;
+  for (int r = 0; r < kLanes; ++r) label_x[r] = x[r * nc + labels[r]];
+  const FloatLanes label_z = label_x - max;
+  const FloatLanes loss =
+      log_softmax_sum_t<FloatLanes, UintLanes>(sums) - (floor > label_z ? floor : label_z);
+  const FloatLanes stats_lo = SSD_SHUFFLE2(max, sums, 0, 8, 1, 9, 2, 10, 3, 11);
+  const FloatLanes stats_hi = SSD_SHUFFLE2(max, sums, 4, 12, 5, 13, 6, 14, 7, 15);
+  std::memcpy(stats, &stats_lo, sizeof stats_lo);
+  std::memcpy(stats + kLanes, &stats_hi, sizeof stats_hi);
+  std::memcpy(ce, &loss, sizeof loss);
+}
+
+// Full blocks of kLanes rows go through transposed_block when C allows; returns the rows done.
+SSD_ALWAYS_INLINE int64_t transposed_rows(const float* x, int64_t rows, int64_t nc, int64_t width,
+                                          const int32_t* labels, float* stats, float* ce) {
+  if (width > kMaxTransposedClasses) return 0;
+  int64_t r = 0;
+  for (; r + kLanes <= rows; r += kLanes) {
+    transposed_block(x + r * nc, nc, width, labels + r, stats + 2 * r, ce + r);
+  }
+  return r;
+}
+
 // The gradient row a * (softmax(x) - onehot(label)) of one prior: whole vectors, then the last
 // values one by one (the row's end is not a vector boundary, and the next row is not ours).
 SSD_ALWAYS_INLINE void grad_row(const float* x, int64_t nc, SoftmaxStats<float> s, int32_t label,
@@ -167,13 +296,21 @@ SSD_ALWAYS_INLINE void row_block(const T* x, int64_t rows, int64_t nc, int64_t w
 }
 
 template <typename T>
+SSD_ALWAYS_INLINE int64_t transposed_rows(const T*, int64_t, int64_t, int64_t, const int32_t*, T*,
+                                          T*) {
+  return 0;  // double, and float without GCC vectors: row by row
+}
+
+template <typename T>
 SSD_CPU_CLONES void stats_rows(const T* logits, int64_t rows, int64_t nc, const int32_t* labels,
                                T* stats, T* ce) {
   const int64_t width = (nc + kLanes - 1) / kLanes * kLanes;
   // Rows whose padded read stays inside the array.
   const int64_t direct_rows =
       rows * nc < width ? 0 : std::min(rows, (rows * nc - width) / nc + 1);
-  for (int64_t r = 0; r < direct_rows; r += kLanes) {
+  const int64_t transposed =
+      transposed_rows(logits, direct_rows, nc, width, labels, stats, ce);
+  for (int64_t r = transposed; r < direct_rows; r += kLanes) {
     row_block(logits + r * nc, std::min<int64_t>(kLanes, direct_rows - r), nc, width, labels + r,
               stats + 2 * r, ce + r);
   }

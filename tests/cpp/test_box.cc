@@ -259,16 +259,21 @@ TEST_CASE(softmax, cross_entropy_is_log_sum_minus_the_shifted_logit) {
 }
 
 TEST_CASE(softmax, vector_rows_equal_the_scalar_formula_bit_for_bit) {
-  // softmax_rows (8 lanes per vector, 8 rows per block, padded copies for the last rows) against
-  // the one-row-at-a-time definition: lane l sums the exps of classes l, l + 8, ... in order, the
-  // lanes combine as ((0+1)+(2+3))+((4+5)+(6+7)), the max keeps the first of equal values.
+  // softmax_rows (8 lanes per vector, 8 rows per block, transposed or not, padded copies for the
+  // last rows) against the one-row-at-a-time definition: lane l sums the exps of classes l, l + 8,
+  // ... in order, the lanes combine as ((0+1)+(2+3))+((4+5)+(6+7)), the max keeps the first of
+  // equal values.
   const float kInf = std::numeric_limits<float>::infinity();
   std::mt19937 rng(3);
   std::normal_distribution<float> normal(0.f, 3.f);
   std::uniform_int_distribution<int> special(0, 40);
   const float specials[] = {kNaN, kInf, -kInf, 0.f, -0.f, 100.f, -100.f};
-  for (int nc = 1; nc <= 41; ++nc) {
-    for (int rows : {1, 7, 8, 9, 23}) {
+  // Up to C = 128 full blocks of 8 rows go through the transposed path, larger C row by row.
+  std::vector<int> class_counts;
+  for (int nc = 1; nc <= 41; ++nc) class_counts.push_back(nc);
+  for (int nc : {63, 64, 65, 81, 120, 127, 128, 129, 130}) class_counts.push_back(nc);
+  for (int nc : class_counts) {
+    for (int rows : {1, 7, 8, 9, 16, 23}) {
       std::vector<float> x(rows * nc);
       for (float& v : x) {
         const int k = special(rng);
