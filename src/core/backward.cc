@@ -27,18 +27,16 @@ SSD_CPU_CLONES void backward_image(const BackwardInputs<T>& in, const Sizes& sz,
     const T* target = in.loc_target + i * np * 4;
     T* grad = out.grad_location + i * np * 4;
     cpu::zero_fill(grad, np * 4);
-    for (int64_t p = 0; p < np; ++p) {
-      if (match[p] < 0) continue;
+    cpu::for_each_at_least_zero(match, np, [&](int64_t p) {
       for (int k = 0; k < 4; ++k) {
         grad[4 * p + k] = a * smooth_l1_grad(loc[4 * p + k] - target[4 * p + k]);
       }
-    }
+    });
   }
   if (out.grad_confidence) {
     rows.clear();
-    for (int64_t p = 0; p < np; ++p) {
-      if (target_class[p] >= 0) rows.push_back(static_cast<int32_t>(p));
-    }
+    cpu::for_each_at_least_zero(target_class, np,
+                                [&](int64_t p) { rows.push_back(static_cast<int32_t>(p)); });
     T* grad = out.grad_confidence + i * np * nc;
     cpu::zero_fill(grad, np * nc);
     cpu::softmax_grad_rows(in.confidence + i * np * nc, nc, rows.data(),

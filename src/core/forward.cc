@@ -123,24 +123,36 @@ SSD_CPU_CLONES int64_t forward_image(const ForwardInputs<T>& in, const Sizes& sz
   // (spec §3.3).
   const int32_t background = static_cast<int32_t>(opt.background_label);
   ws.label.resize(np);
-  ws.candidates.clear();
+  int32_t* SSD_RESTRICT label = ws.label.data();
+  std::fill(target_class, target_class + np, -1);
+  std::fill(label, label + np, background);
   cpu::zero_fill(loc_target, 4 * np);
   int64_t num_pos = 0;
-  for (int64_t p = 0; p < np; ++p) {
+  cpu::for_each_at_least_zero(match, np, [&](int64_t p) {
     const int32_t g = match[p];
-    if (g >= 0) {
-      ++num_pos;
-      const T* var = in.prior_var + (in.prior_var_shared ? 0 : 4 * p);
-      encode(gts + 4 * g, in.prior_box + 4 * p, var, loc_target + 4 * p);
-      target_class[p] = ws.label[p] = static_cast<int32_t>(labels[g]);
-    } else {
-      target_class[p] = -1;
-      ws.label[p] = background;
-      if (!(caffe_band && ws.match.prior_best_overlap[p] >= neg_overlap)) {
-        ws.candidates.push_back(static_cast<int32_t>(p));
-      }
+    ++num_pos;
+    const T* var = in.prior_var + (in.prior_var_shared ? 0 : 4 * p);
+    encode(gts + 4 * g, in.prior_box + 4 * p, var, loc_target + 4 * p);
+    target_class[p] = label[p] = static_cast<int32_t>(labels[g]);
+  });
+  // The candidates, in ascending order, gathered without branches (each index is written, the
+  // count advances for the kept ones).
+  ws.candidates.resize(np);
+  int32_t* SSD_RESTRICT candidates = ws.candidates.data();
+  int64_t num_candidates = 0;
+  if (caffe_band) {
+    const T* best = ws.match.prior_best_overlap.data();
+    for (int64_t p = 0; p < np; ++p) {
+      candidates[num_candidates] = static_cast<int32_t>(p);
+      num_candidates += (match[p] < 0) & !(best[p] >= neg_overlap);
+    }
+  } else {
+    for (int64_t p = 0; p < np; ++p) {
+      candidates[num_candidates] = static_cast<int32_t>(p);
+      num_candidates += match[p] < 0;
     }
   }
+  ws.candidates.resize(num_candidates);
   ws.mining_loss.resize(np);
   cpu::softmax_rows(conf, np, nc, ws.label.data(), stats, ws.mining_loss.data());
   num_pos = mine_image(opt, num_pos, np, ws, match, target_class, loc_target);
@@ -153,8 +165,8 @@ SSD_CPU_CLONES int64_t forward_image(const ForwardInputs<T>& in, const Sizes& sz
   }
   const T conf_w = static_cast<T>(opt.conf_loss_weight), loc_w = static_cast<T>(opt.loc_loss_weight);
   double sum = 0.0;
-  for (int64_t p = 0; p < np; ++p) {
-    if (target_class[p] < 0) continue;  // neither positive nor mined negative
+  // Only the positives and mined negatives (target_class >= 0) are in the loss, in prior order.
+  cpu::for_each_at_least_zero(target_class, np, [&](int64_t p) {
     T term = conf_w * ws.mining_loss[p];
     if (match[p] >= 0) {
       T loc_loss = T(0);
@@ -162,7 +174,7 @@ SSD_CPU_CLONES int64_t forward_image(const ForwardInputs<T>& in, const Sizes& sz
       term += loc_w * loc_loss;
     }
     sum += static_cast<double>(term);
-  }
+  });
   out.loss[i] = static_cast<T>(sum);
   return num_pos;
 }
