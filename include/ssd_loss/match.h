@@ -216,10 +216,12 @@ SSD_CPU_CLONES void match_image(const T* gts, int64_t num_gt, const T* priors, i
   }
 
   if (!per_prediction) return;
+  // A select per prior, not a branch: the loop vectorizes.
+  const int32_t* best_gt = ws.prior_best_gt.data();
+  const T* best_overlap = ws.prior_best_overlap.data();
   for (int64_t p = 0; p < num_priors; ++p) {
-    if (match[p] < 0 && ws.prior_best_gt[p] >= 0 && ws.prior_best_overlap[p] >= overlap_threshold) {
-      match[p] = ws.prior_best_gt[p];
-    }
+    const bool take = (match[p] < 0) & (best_gt[p] >= 0) & (best_overlap[p] >= overlap_threshold);
+    match[p] = take ? best_gt[p] : match[p];
   }
 }
 

@@ -38,7 +38,8 @@ struct HarderNegative {
 SSD_HOST_DEVICE uint64_t hardness_key(float loss, int32_t prior) {
   const uint32_t b = float_bits(loss + 0.f);  // + 0 turns -0 into +0: they are equal losses
   const uint32_t ascending = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-  const uint32_t high = loss != loss ? 0u : ~ascending;
+  const uint32_t not_nan = 0u - static_cast<uint32_t>(loss == loss);  // all ones unless NaN
+  const uint32_t high = ~ascending & not_nan;  // a mask, not a branch: the key loop vectorizes
   return (static_cast<uint64_t>(high) << 32) | static_cast<uint32_t>(prior);
 }
 

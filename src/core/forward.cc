@@ -31,7 +31,7 @@ struct ImageWorkspace {
 };
 
 // Moves the k hardest of ws.candidates to its front (selection on unique keys: O(count)).
-void select_hardest_candidates(ImageWorkspace<float>& ws, int64_t k) {
+SSD_CPU_CLONES void select_hardest_candidates(ImageWorkspace<float>& ws, int64_t k) {
   const int64_t count = static_cast<int64_t>(ws.candidates.size());
   if (k <= 0 || k >= count) return;
   ws.keys.resize(count);
