@@ -191,6 +191,21 @@ SSD_ALWAYS_INLINE void transpose(const FloatLanes (&rows)[kLanes], FloatLanes* c
   }
 }
 
+// A block's cross-entropies waiting for their logarithm, which is taken while the next block is
+// loaded and transposed: the logarithm is one long chain of dependent operations, and next to
+// independent work the core runs it without stalling.
+struct PendingLog {
+  FloatLanes sums, label_z;  // label_z clamped
+  float* ce = nullptr;
+
+  SSD_ALWAYS_INLINE void finish() {
+    if (!ce) return;
+    const FloatLanes loss = log_softmax_sum_t<FloatLanes, UintLanes>(sums) - label_z;
+    std::memcpy(ce, &loss, sizeof loss);
+    ce = nullptr;
+  }
+};
+
 // Classes of the rows that transposed_block handles (its columns live on the stack).
 constexpr int64_t kMaxTransposedClasses = 128;
 
@@ -200,7 +215,8 @@ constexpr int64_t kMaxTransposedClasses = 128;
 // exp is spent on padding (C = 21: 21 vectors per 8 rows instead of 24) and nothing is reduced
 // across lanes. Reads x[r * nc + c] for c < width, like row_block.
 SSD_ALWAYS_INLINE void transposed_block(const float* x, int64_t nc, int64_t width,
-                                        const int32_t* labels, float* stats, float* ce) {
+                                        const int32_t* labels, float* stats, float* ce,
+                                        PendingLog& pending) {
   const int64_t full = nc / kLanes, rem = nc % kLanes;
   FloatLanes col[kMaxTransposedClasses];
   for (int64_t c = 0; c < width; c += kLanes) {
@@ -208,6 +224,7 @@ SSD_ALWAYS_INLINE void transposed_block(const float* x, int64_t nc, int64_t widt
     for (int r = 0; r < kLanes; ++r) rows[r] = load_lanes(x + r * nc + c);
     transpose(rows, col + c);
   }
+  pending.finish();  // the previous block's
   FloatLanes acc[kLanes];
   for (int l = 0; l < kLanes; ++l) acc[l] = col[0];
   for (int64_t t = 0; t < full; ++t) {
@@ -242,13 +259,13 @@ SSD_ALWAYS_INLINE void transposed_block(const float* x, int64_t nc, int64_t widt
   FloatLanes label_x;
   for (int r = 0; r < kLanes; ++r) label_x[r] = x[r * nc + labels[r]];
   const FloatLanes label_z = label_x - max;
-  const FloatLanes loss =
-      log_softmax_sum_t<FloatLanes, UintLanes>(sums) - (floor > label_z ? floor : label_z);
   const FloatLanes stats_lo = SSD_SHUFFLE2(max, sums, 0, 8, 1, 9, 2, 10, 3, 11);
   const FloatLanes stats_hi = SSD_SHUFFLE2(max, sums, 4, 12, 5, 13, 6, 14, 7, 15);
   std::memcpy(stats, &stats_lo, sizeof stats_lo);
   std::memcpy(stats + kLanes, &stats_hi, sizeof stats_hi);
-  std::memcpy(ce, &loss, sizeof loss);
+  pending.sums = sums;
+  pending.label_z = floor > label_z ? floor : label_z;
+  pending.ce = ce;
 }
 
 // Full blocks of kLanes rows go through transposed_block when C allows; returns the rows done.
@@ -256,9 +273,11 @@ SSD_ALWAYS_INLINE int64_t transposed_rows(const float* x, int64_t rows, int64_t 
                                           const int32_t* labels, float* stats, float* ce) {
   if (width > kMaxTransposedClasses) return 0;
   int64_t r = 0;
+  PendingLog pending;
   for (; r + kLanes <= rows; r += kLanes) {
-    transposed_block(x + r * nc, nc, width, labels + r, stats + 2 * r, ce + r);
+    transposed_block(x + r * nc, nc, width, labels + r, stats + 2 * r, ce + r, pending);
   }
+  pending.finish();
   return r;
 }
 
