@@ -136,21 +136,19 @@ SSD_CPU_CLONES int64_t forward_image(const ForwardInputs<T>& in, const Sizes& sz
     target_class[p] = label[p] = static_cast<int32_t>(labels[g]);
   });
   // The candidates, in ascending order, gathered without branches (each index is written, the
-  // count advances for the kept ones).
+  // count advances for the unmatched ones).
   ws.candidates.resize(np);
   int32_t* SSD_RESTRICT candidates = ws.candidates.data();
   int64_t num_candidates = 0;
+  for (int64_t p = 0; p < np; ++p) {
+    candidates[num_candidates] = static_cast<int32_t>(p);
+    num_candidates += match[p] < 0;
+  }
   if (caffe_band) {
     const T* best = ws.match.prior_best_overlap.data();
-    for (int64_t p = 0; p < np; ++p) {
-      candidates[num_candidates] = static_cast<int32_t>(p);
-      num_candidates += (match[p] < 0) & !(best[p] >= neg_overlap);
-    }
-  } else {
-    for (int64_t p = 0; p < np; ++p) {
-      candidates[num_candidates] = static_cast<int32_t>(p);
-      num_candidates += match[p] < 0;
-    }
+    const auto ambiguous = [best, neg_overlap](int32_t p) { return best[p] >= neg_overlap; };
+    num_candidates =
+        std::remove_if(candidates, candidates + num_candidates, ambiguous) - candidates;
   }
   ws.candidates.resize(num_candidates);
   ws.mining_loss.resize(np);
