@@ -147,6 +147,7 @@ void labels_to_device(const paddle::Tensor& gt_label, int64_t num_classes,
     return;
   }
   const ssd_loss::cuda::LabelType type = label_type(gt_label);
+  if (num_gt == 0) return;  // nothing to convert (and an empty tensor may hold no memory)
   const paddle::Tensor on_device = on_place(gt_label, place);
   const void* data = nullptr;
   switch (type) {
