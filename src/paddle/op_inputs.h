@@ -29,8 +29,8 @@ template <typename... Args>
   PADDLE_THROW(phi::errors::InvalidArgument("%s", s.str().c_str()));
 }
 
-#define SSD_CHECK(cond, ...)                         \
-  do {                                               \
+#define SSD_CHECK(cond, ...)                           \
+  do {                                                 \
     if (!(cond)) ::ssd_op::throw_invalid(__VA_ARGS__); \
   } while (0)
 
