@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 JOBS ?= 2
 
 .PHONY: demo test test-python test-cpp test-sanitize test-fast test-fuzz-core check-cuda test-gpu \
-	test-cuda-emu bench bench-fluid bench-gpu fuzz clean
+	check-paddle-gpu test-cuda-emu bench bench-fluid bench-gpu fuzz clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/python examples/demo.py
@@ -48,10 +48,17 @@ test-fuzz-core:
 check-cuda: $(VENV)/.deps
 	PYTHON=$(VENV)/bin/python scripts/check_cuda_compile.sh --link
 
-# On a machine with an NVIDIA GPU: build the CUDA module and run the GPU tests against the CPU core.
+# On a machine with an NVIDIA GPU: build the CUDA module and run the GPU tests against the CPU core,
+# then build the op against paddlepaddle-gpu and run it on GPU tensors (kernels vs host fallback).
 test-gpu: $(VENV)/.installed
 	PYTHON=$(VENV)/bin/python scripts/check_cuda_compile.sh --link
-	PYTHONPATH=build/cuda $(VENV)/bin/pytest -q tests/gpu
+	PYTHONPATH=build/cuda $(VENV)/bin/pytest -q -rs tests/gpu --ignore=tests/gpu/test_op_gpu.py
+	scripts/check_paddle_gpu_build.sh
+
+# The op built against paddlepaddle-gpu 2.6.2 (venv .venv-gpu, CUDA kernels included), imported and
+# tested on CPU tensors; its GPU tests run where there is a GPU. Needs the CUDA toolkit, no GPU.
+check-paddle-gpu:
+	scripts/check_paddle_gpu_build.sh
 
 # On a machine with an NVIDIA GPU and PyTorch: the kernels against a PyTorch composite on that card
 # (writes docs/benchmarks_gpu.md).
@@ -95,4 +102,4 @@ $(VENV26)/.deps:
 	touch $@
 
 clean:
-	rm -rf build $(VENV) $(VENV26) *.egg-info
+	rm -rf build $(VENV) $(VENV26) .venv-gpu *.egg-info

@@ -2,20 +2,75 @@
 # framework-free core (paddle_ssd_op/_core.so). Install with `pip install --no-build-isolation .`
 # into an environment that already holds the paddlepaddle the package will run with: the .so is
 # tied to that exact Paddle version.
+#
+# Against a Paddle built with CUDA, the op also gets the CUDA kernels (src/cuda/ssd_loss_kernels.cu,
+# compiled by nvcc); PADDLE_SSD_OP_CPU_ONLY=1 builds without them (GPU tensors then take the
+# op's host fallback). The CUDA toolkit is found through CUDA_HOME, else the nvcc on PATH.
 import zlib  # noqa: F401  -- must precede paddle: paddle 2.6.2 exports a zlib that crashes Python's
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
-import paddle
-import pybind11
-from paddle.utils.cpp_extension import BuildExtension, CppExtension
-from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
+
+
+def _is_cuda_home(path):
+    return path is not None and (Path(path) / "include" / "cuda_runtime.h").is_file()
+
+
+def find_cuda_home():
+    """The CUDA toolkit root: the folder whose include/ holds cuda_runtime.h. CUDA_HOME (or
+    CUDA_PATH) if it is one; else the root nvcc itself reports (`TOP=` of `nvcc --dryrun`), which
+    also holds when the nvcc on PATH is a wrapper script outside the toolkit (Paddle's own lookup,
+    dirname(dirname(which nvcc)), then finds no headers); else /usr/local/cuda."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if _is_cuda_home(os.environ.get(var)):
+            return os.environ[var]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        try:
+            dry = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+                                 capture_output=True, text=True, timeout=60)
+            top = re.search(r"^#\$ TOP=(.*)$", dry.stdout + dry.stderr, re.M)
+        except (OSError, subprocess.SubprocessError):
+            top = None
+        candidates = ([os.path.realpath(top.group(1).strip())] if top else []) + [
+            os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))]
+        for home in candidates:
+            if _is_cuda_home(home):
+                return home
+    return "/usr/local/cuda" if _is_cuda_home("/usr/local/cuda") else None
+
+
+# Paddle's cpp_extension reads CUDA_HOME once, when `import paddle` imports it: set it before.
+CUDA_HOME = find_cuda_home()
+if CUDA_HOME is not None:
+    os.environ["CUDA_HOME"] = CUDA_HOME
+
+import paddle  # noqa: E402
+import pybind11  # noqa: E402
+from paddle.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+from setuptools import Extension, setup  # noqa: E402
+
+WITH_CUDA = paddle.is_compiled_with_cuda() and os.environ.get("PADDLE_SSD_OP_CPU_ONLY") != "1"
+if WITH_CUDA:
+    if CUDA_HOME is None:
+        raise RuntimeError(
+            "paddle_ssd_op: Paddle is built with CUDA but no CUDA toolkit was found (no "
+            "include/cuda_runtime.h under CUDA_HOME, the nvcc on PATH, or /usr/local/cuda). Set "
+            "CUDA_HOME to the toolkit root, or PADDLE_SSD_OP_CPU_ONLY=1 to build without the "
+            "CUDA kernels.")
+
 CORE_SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src" / "core").glob("*.cc"))
-OP_SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src" / "paddle").glob("*.cc"))
+# ssd_loss_op_cuda.cc is the op's GPU dispatch: it calls the CUDA kernels.
+OP_SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src" / "paddle").glob("*.cc")
+                    if WITH_CUDA or p.name != "ssd_loss_op_cuda.cc")
+CUDA_SOURCES = ["src/cuda/ssd_loss_kernels.cu"]
 INCLUDE = str(ROOT / "include")
 # -ffp-contract=off: no FMA contraction, so every build (and the CUDA one, with --fmad=false)
 # computes the same bits; -fno-trapping-math lets selects vectorize without changing any value;
@@ -24,11 +79,27 @@ INCLUDE = str(ROOT / "include")
 CXXFLAGS = ["-O3", "-DNDEBUG", "-ffp-contract=off", "-fno-trapping-math", "-fno-wrapv"]
 
 
-op = CppExtension(
-    sources=OP_SOURCES + CORE_SOURCES,
-    include_dirs=[INCLUDE],
-    extra_compile_args={"cxx": CXXFLAGS},
-)
+if WITH_CUDA:
+    # --fmad=false: no fused multiply-add, so the kernels' IoU and exp give the CPU core's bits and
+    # the same match and mining decisions (src/cuda/ssd_loss_kernels.cu).
+    NVCCFLAGS = ["-O3", "-DNDEBUG", "-std=c++17", "--fmad=false",
+                 "-gencode", "arch=compute_80,code=sm_80",
+                 "-gencode", "arch=compute_90,code=sm_90"]
+    # CUDA 13 moved thrust / cub under include/cccl, where Paddle 2.6's GPU headers (included by
+    # the .cc files, which are compiled with -DPADDLE_WITH_CUDA) do not look; its CCCL needs
+    # C++17, also in the .cc files.
+    CCCL = Path(CUDA_HOME) / "include" / "cccl"
+    op = CUDAExtension(
+        sources=OP_SOURCES + CORE_SOURCES + CUDA_SOURCES,
+        include_dirs=[INCLUDE, str(ROOT / "src" / "cuda")] + ([str(CCCL)] if CCCL.is_dir() else []),
+        extra_compile_args={"cxx": CXXFLAGS + ["-std=c++17"], "nvcc": NVCCFLAGS},
+    )
+else:
+    op = CppExtension(
+        sources=OP_SOURCES + CORE_SOURCES,
+        include_dirs=[INCLUDE],
+        extra_compile_args={"cxx": CXXFLAGS},
+    )
 op.name = "paddle_ssd_op._ssd_op"  # set afterwards: 2.6.2's CppExtension takes no name
 
 core = Extension(

@@ -9,9 +9,10 @@ from ._loader import load_op as _load_op
 
 _load_op()
 
+from . import cuda  # noqa: E402
 from .layers import ssd_loss  # noqa: E402
 from .memory import empty_cache  # noqa: E402
 from .threads import get_num_threads, set_num_threads  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["ssd_loss", "set_num_threads", "get_num_threads", "empty_cache"]
+__all__ = ["ssd_loss", "set_num_threads", "get_num_threads", "empty_cache", "cuda"]

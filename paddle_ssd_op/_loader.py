@@ -42,10 +42,15 @@ def load_op():
 
 @functools.lru_cache(maxsize=None)
 def native_library():
-    """The operator library's C entry points (thread count, cache). Paddle has loaded the library
+    """The operator library's C entry points (thread count, cache, CUDA kernels). Paddle has loaded the library
     already; dlopen of the same file returns that handle."""
     lib = ctypes.CDLL(str(LIBRARY))
     lib.paddle_ssd_op_set_num_threads.argtypes = [ctypes.c_int]
     lib.paddle_ssd_op_num_threads.restype = ctypes.c_int
     lib.paddle_ssd_op_empty_cache.restype = None
+    lib.paddle_ssd_op_cuda_kernels_built.restype = ctypes.c_int
+    if lib.paddle_ssd_op_cuda_kernels_built():  # the switch exists only next to the kernels
+        lib.paddle_ssd_op_cuda_kernels_enabled.restype = ctypes.c_int
+        lib.paddle_ssd_op_set_cuda_kernels_enabled.argtypes = [ctypes.c_int]
+        lib.paddle_ssd_op_set_cuda_kernels_enabled.restype = None
     return lib

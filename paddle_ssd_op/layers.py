@@ -327,7 +327,11 @@ def _lengths_tensor(gt_lengths, location, gt_box):
         raise ValueError(f"gt_lengths: expected counts summing to the number of gt_box rows "
                          f"({ng}), received {lengths} (sum {sum(lengths)})")
     lengths = np.asarray(lengths, dtype="int64")
-    return paddle.to_tensor(lengths) if paddle.in_dynamic_mode() else paddle.assign(lengths)
+    if paddle.in_dynamic_mode():
+        # On the CPU whatever the default device: the op reads box counts as host metadata (a GPU
+        # tensor would cost the host fallback a device-to-host copy).
+        return paddle.to_tensor(lengths, place=paddle.CPUPlace())
+    return paddle.assign(lengths)
 
 
 def _concat_per_image(gt_box, gt_label, gt_lengths, dynamic):

@@ -75,12 +75,13 @@ size_t bytes_of(int64_t count) {
   return static_cast<size_t>(count) * sizeof(U);
 }
 
-// A forward pass's inputs uploaded to the device, and device room for its outputs.
+// A forward pass's inputs uploaded to the device, and device room for its outputs. gt_label and
+// gt_offsets are left to the caller: uploaded when checked on the host (upload_gt), or computed
+// on the device.
 template <typename T>
 struct DeviceForward {
   DeviceForward(const ForwardShape& shape, const Array<T>& location, const Array<T>& confidence,
-                const Array<T>& gt_box, const Array<int64_t>& gt_label, const Array<T>& prior_box,
-                const Array<T>& prior_var)
+                const Array<T>& gt_box, const Array<T>& prior_box, const Array<T>& prior_var)
       : n(shape.n), np(shape.np), nc(shape.nc),
         location(bytes_of<T>(n * np * 4)), confidence(bytes_of<T>(n * np * nc)),
         gt_box(bytes_of<T>(shape.ng * 4)), gt_label(bytes_of<int64_t>(shape.ng)),
@@ -93,8 +94,6 @@ struct DeviceForward {
     upload(this->location, location.data(), n * np * 4);
     upload(this->confidence, confidence.data(), n * np * nc);
     upload(this->gt_box, gt_box.data(), shape.ng * 4);
-    upload(this->gt_label, gt_label.data(), shape.ng);
-    upload(offsets, shape.gt_offsets.data(), n + 1);
     upload(this->prior_box, prior_box.data(), np * 4);
     upload(this->prior_var, prior_var.data(), prior_var.size());
     in.location = this->location.template as<T>();
@@ -113,6 +112,11 @@ struct DeviceForward {
     out.saved.softmax_stats = stats.template as<T>();
   }
 
+  void upload_gt(const ForwardShape& shape, const Array<int64_t>& labels) {
+    upload(gt_label, labels.data(), shape.ng);
+    upload(offsets, shape.gt_offsets.data(), n + 1);
+  }
+
   // Enqueues the forward pass on `stream`.
   void run(const ssd_loss::Options& opt, cudaStream_t stream) {
     check_cuda(ssd_loss::cuda::forward_cuda(in, {n, np, nc}, opt, out, workspace.get(),
@@ -128,19 +132,13 @@ struct DeviceForward {
 };
 
 template <typename T>
-py::dict forward(Array<T> location, Array<T> confidence, Array<T> gt_box, Array<int64_t> gt_label,
-                 Array<int64_t> gt_lengths, Array<T> prior_box, Array<T> prior_var,
-                 const ssd_loss::Options& opt) {
-  const ForwardShape shape = check_forward_args(location, confidence, gt_box, gt_label,
-                                                gt_lengths, prior_box, prior_var, opt);
-  const int64_t n = shape.n, np = shape.np;
+py::dict download_forward(const DeviceForward<T>& d) {
+  const int64_t n = d.n, np = d.np;
   Array<T> loss({n, int64_t{1}}), normalizer({int64_t{1}}), loc_target({n, np, int64_t{4}}),
       stats({n, np, int64_t{2}});
   Array<int32_t> match({n, np}), target_class({n, np});
   {
     py::gil_scoped_release release;
-    DeviceForward<T> d(shape, location, confidence, gt_box, gt_label, prior_box, prior_var);
-    d.run(opt, nullptr);
     check_cuda(cudaDeviceSynchronize(), "forward_cuda (kernels)");
     download(loss.mutable_data(), d.loss, n);
     download(normalizer.mutable_data(), d.normalizer, 1);
@@ -157,6 +155,88 @@ py::dict forward(Array<T> location, Array<T> confidence, Array<T> gt_box, Array<
   result["loc_target"] = loc_target;
   result["softmax_stats"] = stats;
   return result;
+}
+
+template <typename T>
+py::dict forward(Array<T> location, Array<T> confidence, Array<T> gt_box, Array<int64_t> gt_label,
+                 Array<int64_t> gt_lengths, Array<T> prior_box, Array<T> prior_var,
+                 const ssd_loss::Options& opt) {
+  const ForwardShape shape = check_forward_args(location, confidence, gt_box, gt_label,
+                                                gt_lengths, prior_box, prior_var, opt);
+  py::gil_scoped_release release;
+  DeviceForward<T> d(shape, location, confidence, gt_box, prior_box, prior_var);
+  d.upload_gt(shape, gt_label);
+  d.run(opt, nullptr);
+  py::gil_scoped_acquire acquire;
+  return download_forward(d);
+}
+
+// The Paddle op's path for gt_label / gt_lengths tensors that are already on the device: they are
+// uploaded as they are (labels int32, int64, float32 or float64; counts int32 or int64) and
+// converted on the device (labels_to_int64_cuda, gt_offsets_from_lengths_cuda), without host
+// checks: bad labels or counts give NaN losses (rejected images), not errors.
+template <typename T>
+py::dict forward_device_gt(Array<T> location, Array<T> confidence, Array<T> gt_box,
+                           py::array gt_label, py::array gt_lengths, Array<T> prior_box,
+                           Array<T> prior_var, const ssd_loss::Options& opt) {
+  require(location.ndim() == 3 && location.shape(2) == 4, "location: expected shape [N, Np, 4]");
+  ForwardShape shape;
+  shape.n = location.shape(0);
+  shape.np = location.shape(1);
+  require(confidence.ndim() == 3 && confidence.shape(0) == shape.n &&
+              confidence.shape(1) == shape.np,
+          "confidence: expected shape [N, Np, C]");
+  shape.nc = confidence.shape(2);
+  require(shape.np > 0 && shape.nc > 0, "location/confidence: expected Np > 0 and C > 0");
+  require(gt_box.ndim() == 2 && gt_box.shape(1) == 4, "gt_box: expected shape [Ng, 4]");
+  shape.ng = gt_box.shape(0);
+  require(gt_label.size() == shape.ng, "gt_label: expected one label per gt_box row");
+  require(gt_lengths.size() == shape.n, "gt_lengths: expected one count per image");
+  require(prior_box.ndim() == 2 && prior_box.shape(0) == shape.np && prior_box.shape(1) == 4,
+          "prior_box: expected shape [Np, 4]");
+  require(prior_var.size() == 4 || prior_var.size() == shape.np * 4,
+          "prior_box_var: expected shape [Np, 4] or 4 values");
+  require(opt.background_label >= 0 && opt.background_label < shape.nc,
+          "background_label: expected a class id in [0, C)");
+  ssd_loss::cuda::LabelType label_type;
+  const char kind = gt_label.dtype().kind();
+  const auto label_size = gt_label.dtype().itemsize();
+  if (kind == 'i' && label_size == 4) {
+    label_type = ssd_loss::cuda::LabelType::kInt32;
+  } else if (kind == 'i' && label_size == 8) {
+    label_type = ssd_loss::cuda::LabelType::kInt64;
+  } else if (kind == 'f' && label_size == 4) {
+    label_type = ssd_loss::cuda::LabelType::kFloat32;
+  } else if (kind == 'f' && label_size == 8) {
+    label_type = ssd_loss::cuda::LabelType::kFloat64;
+  } else {
+    throw py::type_error("gt_label: expected dtype int32, int64, float32 or float64");
+  }
+  const auto lengths_kind = gt_lengths.dtype().kind();
+  const auto lengths_size = gt_lengths.dtype().itemsize();
+  require(lengths_kind == 'i' && (lengths_size == 4 || lengths_size == 8),
+          "gt_lengths: expected dtype int32 or int64");
+  const py::array labels = py::array::ensure(gt_label, py::array::c_style);
+  const py::array lengths = py::array::ensure(gt_lengths, py::array::c_style);
+  require(labels.dtype().byteorder() != '>' && lengths.dtype().byteorder() != '>',
+          "gt_label, gt_lengths: expected native byte order");
+  py::gil_scoped_release release;
+  DeviceForward<T> d(shape, location, confidence, gt_box, prior_box, prior_var);
+  DeviceBuffer raw_labels(static_cast<size_t>(shape.ng) * label_size),
+      raw_lengths(static_cast<size_t>(shape.n) * lengths_size);
+  upload(raw_labels, static_cast<const char*>(labels.data()), raw_labels.bytes());
+  upload(raw_lengths, static_cast<const char*>(lengths.data()), raw_lengths.bytes());
+  check_cuda(ssd_loss::cuda::labels_to_int64_cuda(raw_labels.get(), label_type, shape.ng,
+                                                  shape.nc, d.gt_label.template as<int64_t>(),
+                                                  nullptr),
+             "labels_to_int64_cuda (launch)");
+  check_cuda(ssd_loss::cuda::gt_offsets_from_lengths_cuda(
+                 raw_lengths.get(), lengths_size == 8, shape.n, shape.ng,
+                 d.offsets.template as<int64_t>(), nullptr),
+             "gt_offsets_from_lengths_cuda (launch)");
+  d.run(opt, nullptr);
+  py::gil_scoped_acquire acquire;
+  return download_forward(d);
 }
 
 template <typename T>
@@ -240,7 +320,8 @@ py::dict time_forward_backward(Array<T> location, Array<T> confidence, Array<T> 
   std::vector<double> forward_ms, forward_backward_ms;
   {
     py::gil_scoped_release release;
-    DeviceForward<T> d(shape, location, confidence, gt_box, gt_label, prior_box, prior_var);
+    DeviceForward<T> d(shape, location, confidence, gt_box, prior_box, prior_var);
+    d.upload_gt(shape, gt_label);
     DeviceBuffer grad_loss(bytes_of<T>(n)), grad_location(bytes_of<T>(n * np * 4)),
         grad_confidence(bytes_of<T>(n * np * nc));
     const std::vector<T> ones(n, T(1));
@@ -321,6 +402,38 @@ PYBIND11_MODULE(_core_cuda, m) {
       py::arg("normalize") = true, py::arg("sample_size") = 0, py::arg("normalization") = "",
       py::arg("min_negatives_per_image") = 0, py::arg("neg_overlap_mode") = "fluid",
       "Forward pass on the GPU; returns a dict with loss [N, 1] and the state saved for backward.");
+  m.def(
+      "forward_device_gt",
+      [](py::array location, py::array confidence, py::array gt_box, py::array gt_label,
+         py::array gt_lengths, py::array prior_box, py::array prior_box_var,
+         int64_t background_label, float overlap_threshold, float neg_pos_ratio,
+         float neg_overlap, float loc_loss_weight, float conf_loss_weight,
+         const std::string& match_type, const std::string& mining_type, bool normalize,
+         int64_t sample_size, const std::string& normalization, int64_t min_negatives_per_image,
+         const std::string& neg_overlap_mode) -> py::dict {
+        const auto opt = options_from_args(background_label, overlap_threshold, neg_pos_ratio,
+                                           neg_overlap, loc_loss_weight, conf_loss_weight,
+                                           match_type, mining_type, normalize, sample_size,
+                                           normalization, min_negatives_per_image,
+                                           neg_overlap_mode);
+        if (is_double(location)) {
+          return forward_device_gt<double>(location, confidence, gt_box, gt_label, gt_lengths,
+                                           prior_box, prior_box_var, opt);
+        }
+        return forward_device_gt<float>(location, confidence, gt_box, gt_label, gt_lengths,
+                                        prior_box, prior_box_var, opt);
+      },
+      py::arg("location"), py::arg("confidence"), py::arg("gt_box"), py::arg("gt_label"),
+      py::arg("gt_lengths"), py::arg("prior_box"), py::arg("prior_box_var"),
+      py::arg("background_label") = 0, py::arg("overlap_threshold") = 0.5f,
+      py::arg("neg_pos_ratio") = 3.0f, py::arg("neg_overlap") = 0.5f,
+      py::arg("loc_loss_weight") = 1.0f, py::arg("conf_loss_weight") = 1.0f,
+      py::arg("match_type") = "per_prediction", py::arg("mining_type") = "max_negative",
+      py::arg("normalize") = true, py::arg("sample_size") = 0, py::arg("normalization") = "",
+      py::arg("min_negatives_per_image") = 0, py::arg("neg_overlap_mode") = "fluid",
+      "forward() with gt_label (int32/int64/float32/float64) and gt_lengths (int32/int64) "
+      "converted and checked on the device, as the Paddle op does for GPU tensors: bad labels "
+      "or counts give NaN losses instead of errors.");
   m.def(
       "backward",
       [](py::array location, py::array confidence, py::array grad_loss, const py::dict& saved,

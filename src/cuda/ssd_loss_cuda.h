@@ -31,10 +31,11 @@ size_t forward_workspace_bytes(const Sizes& sizes, int64_t num_gt);
 // Forward pass: fills out.loss [N], out.normalizer [1] and out.saved (match, target_class,
 // loc_target, softmax_stats), all on the device.
 //
-// Preconditions, as for the CPU core (check them on the host before the call, e.g. with
-// check_gt_offsets / check_labels): Np > 0, C > 0, gt_offsets valid, labels in [0, C),
-// background_label in [0, C). The kernels defend against bad offsets or a workspace too small for
-// an image's gt rows (that image gets no match and a NaN loss), not against bad labels.
+// Preconditions, as for the CPU core: Np > 0, C > 0, background_label in [0, C). gt_offsets and
+// labels are best checked on the host before the call (check_gt_offsets / check_labels), but when
+// they are only on the device the kernels defend against them: an image whose offsets are invalid
+// or exceed the workspace's gt rows, or that holds a label outside [0, C), is rejected (no match,
+// NaN loss, zero gradients); the other images are computed as if it had no gt.
 //
 // Returns cudaErrorInvalidValue for bad sizes or a workspace smaller than
 // forward_workspace_bytes(sizes, 0), otherwise the launch status (cudaGetLastError()).
@@ -42,6 +43,20 @@ template <typename T>
 cudaError_t forward_cuda(const ForwardInputs<T>& in, const Sizes& sizes, const Options& opt,
                          const ForwardOutputs<T>& out, void* workspace, size_t workspace_bytes,
                          cudaStream_t stream);
+
+// dtypes of gt_label that the Paddle op accepts.
+enum class LabelType { kInt32, kInt64, kFloat32, kFloat64 };
+
+// gt_label [num_gt] of `type` (device) as the int64 class ids forward_cuda reads (device `out`):
+// integers as they are, floats truncated toward zero when in (-1, C), else -1. Range errors are
+// left to forward_cuda, which rejects the images holding them.
+cudaError_t labels_to_int64_cuda(const void* labels, LabelType type, int64_t num_gt,
+                                 int64_t num_classes, int64_t* out, cudaStream_t stream);
+
+// gt_offsets [N + 1] (device) from per-image box counts [N] (device, int64 or int32). Counts that
+// are negative or do not sum to num_gt make every offset -1, so forward_cuda rejects every image.
+cudaError_t gt_offsets_from_lengths_cuda(const void* lengths, bool lengths_int64, int64_t n,
+                                         int64_t num_gt, int64_t* offsets, cudaStream_t stream);
 
 // Backward pass: grad_location [N, Np, 4] and grad_confidence [N, Np, C] (either may be null),
 // exactly zero where the prior has weight 0. Uses only opt.loc_loss_weight / conf_loss_weight.

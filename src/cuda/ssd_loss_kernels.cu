@@ -7,15 +7,19 @@
 // Forward, enqueued on one stream, no host synchronization:
 //   1. softmax_stats_kernel  8 threads per prior row: {max, sum of clamped exps}, lane c % 8 and
 //                            the combine order of src/core/softmax_rows.cc (same bits in float).
-//   2. match_kernel          one block per image: greedy bipartite exactly as match_image
-//                            (match.h), then the per_prediction stage and the 'caffe' band (best
-//                            IoU of each unmatched prior); the image's positive count.
+//   2. match_kernel          one block per image: rejects the image on bad offsets or a label
+//                            outside [0, C) (inputs the op could not check on the host); greedy
+//                            bipartite exactly as match_image (match.h), then the per_prediction
+//                            stage and the 'caffe' band (best IoU of each unmatched prior); the
+//                            image's positive count.
 //   3. targets_kernel        one thread per prior: target_class, loc_target, cross-entropy.
 //   4. mine_loss_kernel      one block per image: mine_image of forward.cc (the k hardest
 //                            candidates by a radix select on unique hardness keys), then the
 //                            image's loss (NaN rule, fixed-tree sum).
 //   5. normalize_kernel      one block: total positives (integer sum), the divisor, loss /= it.
 // Backward: one thread per output element (grad_location, grad_confidence).
+// gt inputs the Paddle op holds only on the device: labels_kernel (any label dtype -> int64) and
+// gt_offsets_kernel (box counts -> offsets), run before the forward on the same stream.
 //
 // Determinism: every reduction has a fixed shape (block size is a compile-time constant), integer
 // atomics only count histogram bins, and no float atomic reaches an output: two runs give the same
@@ -246,7 +250,9 @@ __device__ __forceinline__ bool better_gt(T ao, int32_t ap, int32_t ag, T bo, in
 template <typename T>
 struct MatchArgs {
   const T* gt_box;
+  const int64_t* gt_label;
   const int64_t* gt_offsets;
+  int64_t num_classes;
   const T* prior_box;
   int64_t num_images, num_priors;
   bool per_prediction;
@@ -277,8 +283,18 @@ __global__ void __launch_bounds__(kImageThreads) match_kernel(MatchArgs<T> a) {
   for (int64_t p = tid; p < np; p += kImageThreads) match[p] = -1, eligible[p] = 1;
 
   const int64_t gt_begin = a.gt_offsets[i], gt_end = a.gt_offsets[i + 1];
-  // Offsets that are invalid or beyond the workspace: the image is rejected (no match, NaN loss).
-  const bool rejected = gt_begin < 0 || gt_end < gt_begin || gt_end > a.gt_capacity;
+  // Offsets that are invalid or beyond the workspace, or a label outside [0, C): the image is
+  // rejected (no match, NaN loss). Labels are checked here because the op cannot check labels
+  // that live on the device without copying them to the host.
+  const bool bad_offsets = gt_begin < 0 || gt_end < gt_begin || gt_end > a.gt_capacity;
+  long long bad_labels = 0;
+  if (!bad_offsets) {
+    for (int64_t g = gt_begin + tid; g < gt_end; g += kImageThreads) {
+      bad_labels += a.gt_label[g] < 0 || a.gt_label[g] >= a.num_classes;
+    }
+  }
+  bad_labels = block_sum(bad_labels, s_count);
+  const bool rejected = bad_offsets || bad_labels != 0;
   const int64_t n = rejected ? 0 : gt_end - gt_begin;
   const T* gts = a.gt_box + 4 * (rejected ? 0 : gt_begin);
   GtState<T>* st = a.gt_state + (rejected ? 0 : gt_begin);
@@ -747,9 +763,92 @@ __global__ void __launch_bounds__(kElementThreads) grad_confidence_kernel(Backwa
   }
 }
 
+// ---- gt inputs already on the device --------------------------------------------------------------
+
+__device__ __forceinline__ int64_t label_as_int64(int32_t v, int64_t) { return v; }
+__device__ __forceinline__ int64_t label_as_int64(int64_t v, int64_t) { return v; }
+// As labels_as_int64 in the op: truncation toward zero, after a range check (truncating NaN or a
+// huge value is undefined behaviour). Out of range -> -1, which match_kernel rejects.
+__device__ __forceinline__ int64_t label_as_int64(double v, int64_t num_classes) {
+  return v > -1.0 && v < static_cast<double>(num_classes) ? static_cast<int64_t>(v) : -1;
+}
+__device__ __forceinline__ int64_t label_as_int64(float v, int64_t num_classes) {
+  return label_as_int64(static_cast<double>(v), num_classes);
+}
+
+template <typename L>
+__global__ void __launch_bounds__(kElementThreads)
+    labels_kernel(const L* __restrict__ labels, int64_t num_gt, int64_t num_classes,
+                  int64_t* __restrict__ out) {
+  for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; g < num_gt;
+       g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[g] = label_as_int64(labels[g], num_classes);
+  }
+}
+
+// Thread 0 of one warp: N is a batch size, and a sequential running sum needs no scan tree.
+template <typename L>
+__global__ void gt_offsets_kernel(const L* __restrict__ lengths, int64_t n, int64_t num_gt,
+                                  int64_t* __restrict__ offsets) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  bool valid = true;
+  int64_t sum = 0;
+  offsets[0] = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t len = static_cast<int64_t>(lengths[i]);
+    valid = valid && len >= 0 && len <= num_gt - sum;  // no overflow, never past num_gt
+    if (valid) sum += len;
+    offsets[i + 1] = sum;
+  }
+  if (!valid || sum != num_gt) {
+    for (int64_t i = 0; i <= n; ++i) offsets[i] = -1;
+  }
+}
+
 }  // namespace
 
 // ---- launchers ----------------------------------------------------------------------------------
+
+cudaError_t labels_to_int64_cuda(const void* labels, LabelType type, int64_t num_gt,
+                                 int64_t num_classes, int64_t* out, cudaStream_t stream) {
+  if (num_gt < 0 || num_classes <= 0) return cudaErrorInvalidValue;
+  if (num_gt == 0) return cudaSuccess;
+  const unsigned grid = grid_for(num_gt, kElementThreads);
+  switch (type) {
+    case LabelType::kInt32:
+      labels_kernel<int32_t><<<grid, kElementThreads, 0, stream>>>(
+          static_cast<const int32_t*>(labels), num_gt, num_classes, out);
+      break;
+    case LabelType::kInt64:
+      labels_kernel<int64_t><<<grid, kElementThreads, 0, stream>>>(
+          static_cast<const int64_t*>(labels), num_gt, num_classes, out);
+      break;
+    case LabelType::kFloat32:
+      labels_kernel<float><<<grid, kElementThreads, 0, stream>>>(
+          static_cast<const float*>(labels), num_gt, num_classes, out);
+      break;
+    case LabelType::kFloat64:
+      labels_kernel<double><<<grid, kElementThreads, 0, stream>>>(
+          static_cast<const double*>(labels), num_gt, num_classes, out);
+      break;
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t gt_offsets_from_lengths_cuda(const void* lengths, bool lengths_int64, int64_t n,
+                                         int64_t num_gt, int64_t* offsets, cudaStream_t stream) {
+  if (n < 0 || num_gt < 0) return cudaErrorInvalidValue;
+  if (lengths_int64) {
+    gt_offsets_kernel<int64_t><<<1, kWarpSize, 0, stream>>>(static_cast<const int64_t*>(lengths), n,
+                                                     num_gt, offsets);
+  } else {
+    gt_offsets_kernel<int32_t><<<1, kWarpSize, 0, stream>>>(static_cast<const int32_t*>(lengths), n,
+                                                     num_gt, offsets);
+  }
+  return cudaGetLastError();
+}
 
 size_t forward_workspace_bytes(const Sizes& sizes, int64_t num_gt) {
   return workspace_layout(sizes).fixed_end +
@@ -782,7 +881,9 @@ cudaError_t forward_cuda(const ForwardInputs<T>& in, const Sizes& sz, const Opti
 
     MatchArgs<T> m;
     m.gt_box = in.gt_box;
+    m.gt_label = in.gt_label;
     m.gt_offsets = in.gt_offsets;
+    m.num_classes = nc;
     m.prior_box = in.prior_box;
     m.num_images = n;
     m.num_priors = np;

@@ -279,3 +279,54 @@ def test_rejects_bad_input_like_cpu(cuda):
         cuda.forward(*(inputs[:3] + (labels,) + inputs[4:]))
     with pytest.raises(ValueError, match="match_type"):
         cuda.forward(*inputs, match_type="nearest")
+
+
+# -- gt_label / gt_lengths converted and checked on the device (the Paddle op's GPU path) --------
+@pytest.mark.parametrize("label_dtype", ["int32", "int64", "float32", "float64"])
+@pytest.mark.parametrize("lengths_dtype", ["int32", "int64"])
+def test_device_gt_inputs_match_host_checked(label_dtype, lengths_dtype, cuda):
+    inputs, up = tricky_batch(13, "float32", n=4, n_prior=96)
+    labels = inputs[3].astype(label_dtype)
+    if label_dtype.startswith("float"):
+        labels = labels + np.asarray(0.75, label_dtype)  # truncated toward zero, as on the CPU
+    lengths = inputs[4].astype(lengths_dtype)
+    got = cuda.forward_device_gt(*inputs[:3], labels, lengths, *inputs[5:])
+    want = cuda.forward(*inputs)
+    assert_bit_identical(got, want, (label_dtype, lengths_dtype))
+
+
+@pytest.mark.parametrize("bad_label", [-1, 21, np.nan, 1e30])
+def test_device_bad_label_rejects_its_image_only(bad_label, cuda, cpu):
+    """An image holding a label outside [0, C) gets no match and a NaN loss; the others are
+    computed as if it had no gt (the op's answer when labels are on the GPU: no host check)."""
+    inputs, up = tricky_batch(17, "float32", n=4, n_prior=96)
+    lengths = inputs[4]
+    labels = inputs[3].astype(np.float64)
+    labels[lengths[:2].sum()] = bad_label  # the first gt of image 2
+    got = cuda.forward_device_gt(*inputs[:3], labels, lengths, *inputs[5:])
+    assert np.isnan(got["loss"][2, 0]) and (got["match"][2] == -1).all()
+    assert (got["target_class"][2] == -1).all()
+
+    # the reference: image 2 without its gts, on the CPU
+    begin, end = lengths[:2].sum(), lengths[:3].sum()
+    keep = np.r_[0:begin, end:len(labels)]
+    without = (inputs[0], inputs[1], inputs[2][keep], inputs[3][keep],
+               np.where(np.arange(4) == 2, 0, lengths), inputs[5], inputs[6])
+    ref = cpu.forward(*without)
+    others = [0, 1, 3]
+    for key in ("match", "target_class"):
+        np.testing.assert_array_equal(got[key][others], ref[key][others], err_msg=key)
+    np.testing.assert_array_equal(got["normalizer"], ref["normalizer"])
+    np.testing.assert_allclose(got["loss"][others], ref["loss"][others], rtol=REL[np.dtype("f4")])
+    gl, gc = cuda.backward(inputs[0], inputs[1], up, got)
+    assert not gl[2].any() and not gc[2].any()
+
+
+@pytest.mark.parametrize("lengths", [[3, -1, 2, 0], [1, 1, 1, 0], [2, 2, 2, 2 ** 62]])
+def test_device_bad_lengths_reject_every_image(lengths, cuda):
+    inputs, up = tricky_batch(19, "float32", n=4, n_prior=64)
+    gt_box = inputs[2][:4]
+    got = cuda.forward_device_gt(inputs[0], inputs[1], gt_box, inputs[3][:4],
+                                 np.asarray(lengths, np.int64), *inputs[5:])
+    assert np.isnan(got["loss"]).all() and (got["match"] == -1).all()
+    assert got["normalizer"][0] == 1
