@@ -42,8 +42,8 @@ def load_op():
 
 @functools.lru_cache(maxsize=None)
 def native_library():
-    """The operator library's C entry points (thread count, cache, CUDA kernels). Paddle has loaded the library
-    already; dlopen of the same file returns that handle."""
+    """The operator library's C entry points (thread count, cache, CUDA kernels). Paddle has
+    loaded the library already; dlopen of the same file returns that handle."""
     lib = ctypes.CDLL(str(LIBRARY))
     lib.paddle_ssd_op_set_num_threads.argtypes = [ctypes.c_int]
     lib.paddle_ssd_op_num_threads.restype = ctypes.c_int
