@@ -1,8 +1,14 @@
 // Outputs must be bit-identical for any thread count (parallel.h): each image is computed by one
 // thread in a fixed order, and the batch-wide steps run serially.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "check.h"
@@ -78,4 +84,50 @@ TEST_CASE(determinism, one_thread_and_three_threads_agree_bit_for_bit) {
     CHECK(negatives > 20);
   }
   ssd_loss::set_num_threads(0);  // back to the default for any later test
+}
+
+// The threads of parallel_for outlive a call (a pool); these cover what a pool can get wrong.
+TEST_CASE(determinism, pool_serves_nested_concurrent_and_forked_calls) {
+  const test::Problem<float> pb = random_batch(4);
+  ssd_loss::set_num_threads(1);
+  const test::Result<float> serial = test::run(pb);
+  ssd_loss::set_num_threads(3);
+  const auto same_as_serial = [&](const test::Result<float>& r) {
+    return same_bits(r.loss, serial.loss) && same_bits(r.grad_confidence, serial.grad_confidence) &&
+           same_bits(r.grad_location, serial.grad_location);
+  };
+  // Nested: a task that calls parallel_for itself (the pool is busy: threads of its own).
+  std::vector<int64_t> visits(40, 0);
+  ssd_loss::parallel_for(4, [&](int64_t begin, int64_t end, int) {
+    for (int64_t i = begin; i < end; ++i) {
+      ssd_loss::parallel_for(10, [&](int64_t b, int64_t e, int) {
+        for (int64_t j = b; j < e; ++j) ++visits[i * 10 + j];
+      });
+    }
+  });
+  for (int64_t v : visits) CHECK_EQ(v, 1);
+  // Concurrent: two threads calling at once, repeatedly.
+  bool concurrent_same = true;
+  std::thread other([&] {
+    for (int k = 0; k < 5; ++k) concurrent_same &= same_as_serial(test::run(pb));
+  });
+  for (int k = 0; k < 5; ++k) CHECK(same_as_serial(test::run(pb)));
+  other.join();
+  CHECK(concurrent_same);
+  // fork(): the child has none of the pool's threads and must start its own (waiting for the
+  // parent's would hang it: it gets 60 s).
+  const pid_t child = fork();
+  if (child == 0) _exit(same_as_serial(test::run(pb)) ? 0 : 1);
+  CHECK(child > 0);
+  int status = -1;
+  pid_t waited = 0;
+  for (int tenths = 0; tenths < 600 && waited == 0; ++tenths) {
+    waited = waitpid(child, &status, WNOHANG);
+    if (waited == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (waited == 0) kill(child, SIGKILL), waitpid(child, &status, 0);
+  CHECK_EQ(waited, child);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(same_as_serial(test::run(pb)));
+  ssd_loss::set_num_threads(0);
 }
