@@ -59,4 +59,49 @@ std::vector<int64_t> gt_offsets(const paddle::Tensor& gt_box, const paddle::Tens
 // labels are truncated toward zero.
 std::vector<int64_t> labels_as_int64(const paddle::Tensor& gt_label, int64_t num_classes);
 
+// The core's views of the op's tensors (host or device pointers alike): the forward's outputs,
+// which are the saved state, and the backward's inputs and outputs. Outputs are taken by non-const
+// reference: Paddle 2.6's const Tensor::data gives const pointers.
+template <typename T>
+ssd_loss::ForwardOutputs<T> forward_outputs(paddle::Tensor& loss, paddle::Tensor& normalizer,
+                                            paddle::Tensor& match, paddle::Tensor& target_class,
+                                            paddle::Tensor& loc_target,
+                                            paddle::Tensor& softmax_stats) {
+  ssd_loss::ForwardOutputs<T> out;
+  out.loss = loss.data<T>();
+  out.normalizer = normalizer.data<T>();
+  out.saved.match = match.data<int32_t>();
+  out.saved.target_class = target_class.data<int32_t>();
+  out.saved.loc_target = loc_target.data<T>();
+  out.saved.softmax_stats = softmax_stats.data<T>();
+  return out;
+}
+
+template <typename T>
+ssd_loss::BackwardInputs<T> backward_inputs(
+    const paddle::Tensor& location, const paddle::Tensor& confidence, const paddle::Tensor& match,
+    const paddle::Tensor& target_class, const paddle::Tensor& loc_target,
+    const paddle::Tensor& softmax_stats, const paddle::Tensor& normalizer,
+    const paddle::Tensor& grad_loss) {
+  ssd_loss::BackwardInputs<T> in;
+  in.location = location.data<T>();
+  in.confidence = confidence.data<T>();
+  in.grad_loss = grad_loss.data<T>();
+  in.normalizer = normalizer.data<T>();
+  in.match = match.data<int32_t>();
+  in.target_class = target_class.data<int32_t>();
+  in.loc_target = loc_target.data<T>();
+  in.softmax_stats = softmax_stats.data<T>();
+  return in;
+}
+
+template <typename T>
+ssd_loss::BackwardOutputs<T> backward_outputs(paddle::Tensor& grad_location,
+                                              paddle::Tensor& grad_confidence) {
+  ssd_loss::BackwardOutputs<T> out;
+  out.grad_location = grad_location.data<T>();
+  out.grad_confidence = grad_confidence.data<T>();
+  return out;
+}
+
 }  // namespace ssd_op

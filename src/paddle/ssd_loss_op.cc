@@ -81,14 +81,9 @@ std::vector<paddle::Tensor> SsdLossForward(
       in.prior_var = unit_var.data();
       in.prior_var_shared = true;
     }
-    ssd_loss::ForwardOutputs<data_t> out;
-    out.loss = loss.data<data_t>();
-    out.normalizer = normalizer.data<data_t>();
-    out.saved.match = match.data<int32_t>();
-    out.saved.target_class = target_class.data<int32_t>();
-    out.saved.loc_target = loc_target.data<data_t>();
-    out.saved.softmax_stats = softmax_stats.data<data_t>();
-    ssd_loss::forward(in, sizes, opt, out);
+    ssd_loss::forward(in, sizes, opt,
+                      ssd_op::forward_outputs<data_t>(loss, normalizer, match, target_class,
+                                                      loc_target, softmax_stats));
   }));
 
   const auto place = location_in.place();
@@ -132,19 +127,11 @@ std::vector<paddle::Tensor> SsdLossBackward(
   const ssd_loss::Sizes sizes{n, np, nc};
 
   PD_DISPATCH_FLOATING_TYPES(location.dtype(), "fused_ssd_loss_grad", ([&] {
-    ssd_loss::BackwardInputs<data_t> in;
-    in.location = location.data<data_t>();
-    in.confidence = confidence.data<data_t>();
-    in.grad_loss = grad_loss.data<data_t>();
-    in.normalizer = normalizer.data<data_t>();
-    in.match = match.data<int32_t>();
-    in.target_class = target_class.data<int32_t>();
-    in.loc_target = loc_target.data<data_t>();
-    in.softmax_stats = softmax_stats.data<data_t>();
-    ssd_loss::BackwardOutputs<data_t> out;
-    out.grad_location = grad_location.data<data_t>();
-    out.grad_confidence = grad_confidence.data<data_t>();
-    ssd_loss::backward(in, sizes, opt, out);
+    const auto in = ssd_op::backward_inputs<data_t>(location, confidence, match, target_class,
+                                                    loc_target, softmax_stats, normalizer,
+                                                    grad_loss);
+    ssd_loss::backward(in, sizes, opt,
+                       ssd_op::backward_outputs<data_t>(grad_location, grad_confidence));
   }));
 
   if (!location_in.is_cpu()) {

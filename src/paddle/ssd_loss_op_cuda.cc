@@ -221,13 +221,8 @@ std::vector<paddle::Tensor> forward_on_gpu(const paddle::Tensor& location,
       in.prior_var = static_cast<const data_t*>(scratch.unit_var);
       in.prior_var_shared = true;
     }
-    ssd_loss::ForwardOutputs<data_t> out;
-    out.loss = loss.data<data_t>();
-    out.normalizer = normalizer.data<data_t>();
-    out.saved.match = match.data<int32_t>();
-    out.saved.target_class = target_class.data<int32_t>();
-    out.saved.loc_target = loc_target.data<data_t>();
-    out.saved.softmax_stats = softmax_stats.data<data_t>();
+    const auto out = forward_outputs<data_t>(loss, normalizer, match, target_class, loc_target,
+                                             softmax_stats);
     check_cuda(ssd_loss::cuda::forward_cuda(in, sizes, opt, out, scratch.workspace,
                                             scratch.workspace_bytes, stream),
                "forward_cuda");
@@ -258,19 +253,12 @@ std::vector<paddle::Tensor> backward_on_gpu(
   paddle::Tensor grad_confidence = paddle::empty(confidence.shape(), dtype, place);
 
   PD_DISPATCH_FLOATING_TYPES(dtype, "fused_ssd_loss_grad", ([&] {
-    ssd_loss::BackwardInputs<data_t> in;
-    in.location = location.data<data_t>();
-    in.confidence = conf.data<data_t>();
-    in.grad_loss = d_grad_loss.data<data_t>();
-    in.normalizer = d_normalizer.data<data_t>();
-    in.match = d_match.data<int32_t>();
-    in.target_class = d_target_class.data<int32_t>();
-    in.loc_target = d_loc_target.data<data_t>();
-    in.softmax_stats = d_stats.data<data_t>();
-    ssd_loss::BackwardOutputs<data_t> out;
-    out.grad_location = grad_location.data<data_t>();
-    out.grad_confidence = grad_confidence.data<data_t>();
-    check_cuda(ssd_loss::cuda::backward_cuda(in, {n, np, nc}, opt, out, stream),
+    const auto in = backward_inputs<data_t>(location, conf, d_match, d_target_class,
+                                            d_loc_target, d_stats, d_normalizer, d_grad_loss);
+    check_cuda(ssd_loss::cuda::backward_cuda(in, {n, np, nc}, opt,
+                                             backward_outputs<data_t>(grad_location,
+                                                                      grad_confidence),
+                                             stream),
                "backward_cuda");
   }));
   return {grad_location, grad_confidence};
