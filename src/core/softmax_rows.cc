@@ -58,12 +58,14 @@ typedef float FloatLanes __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t IntLanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
 typedef uint32_t UintLanes __attribute__((vector_size(kLanes * sizeof(uint32_t))));
 
-// Lanes permuted by constant indices (GCC's and Clang's spellings differ).
+// Lanes picked from two vectors by constant indices (0-7: a, 8-15: b), and the lanes of one
+// vector permuted (GCC's and Clang's spellings differ).
 #if defined(__clang__)
-#define SSD_PERMUTE(a, ...) __builtin_shufflevector(a, a, __VA_ARGS__)
+#define SSD_SHUFFLE2(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
-#define SSD_PERMUTE(a, ...) __builtin_shuffle(a, IntLanes{__VA_ARGS__})
+#define SSD_SHUFFLE2(a, b, ...) __builtin_shuffle(a, b, IntLanes{__VA_ARGS__})
 #endif
+#define SSD_PERMUTE(a, ...) SSD_SHUFFLE2(a, a, __VA_ARGS__)
 
 SSD_ALWAYS_INLINE FloatLanes load_lanes(const float* x) {
   return bit_cast<FloatLanes>(*reinterpret_cast<const float(*)[kLanes]>(x));
@@ -164,13 +166,6 @@ SSD_GROUP_OP(<<)
 constexpr int kGroup = 8;
 typedef Group<FloatLanes, kGroup> FloatGroup;
 typedef Group<UintLanes, kGroup> UintGroup;
-
-// Lanes picked from two vectors by constant indices (0-7: a, 8-15: b).
-#if defined(__clang__)
-#define SSD_SHUFFLE2(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
-#else
-#define SSD_SHUFFLE2(a, b, ...) __builtin_shuffle(a, b, IntLanes{__VA_ARGS__})
-#endif
 
 // col[j] lane r = rows[r] lane j: the 8 x 8 transpose in three rounds of two-vector shuffles.
 SSD_ALWAYS_INLINE void transpose(const FloatLanes (&rows)[kLanes], FloatLanes* col) {
