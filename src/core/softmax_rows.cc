@@ -7,7 +7,8 @@
 // result has the same bits for any vector width, and the AVX2 clone (chosen at run time; no FMA,
 // so no contraction) agrees with the baseline SSE2 code bit for bit. A row is read as
 // round_up(C, kLanes) values, the ones past its end masked out; the last rows, whose padded read
-// would leave the array, go through a padded copy.
+// would leave the array, go through a padded copy. For C <= 128, full blocks of kLanes rows are
+// transposed first (transposed_block): the same per-lane accumulators, held lane = row.
 #include <algorithm>
 #include <cstring>
 #include <vector>
