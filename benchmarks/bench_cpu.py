@@ -13,7 +13,7 @@ and confidence) of
                timing it is checked against the op (loss and both gradients, rtol 1e-4);
   * fluid      fluid 1.8.5's ssd_loss (static graph, Executor) on the same inputs, in a
                subprocess under .oracle-venv (make it with benchmarks/fluid_setup.sh), one thread;
-               its loss and gradients are checked against the op (spec §10 tolerance).
+               its loss and gradients are checked against the op (docs/semantics.md §10 tolerance).
 Each thread count (1 and all cores) runs in its own subprocess with OMP_NUM_THREADS,
 MKL_NUM_THREADS and PADDLE_SSD_OP_NUM_THREADS set, plus paddle.base.core.set_num_threads(n) and
 paddle_ssd_op.set_num_threads(n); inside a process the timed runs of op, CE and composite are
@@ -418,7 +418,7 @@ that uses a softmax). **composite** is the same loss written with plain Paddle o
 rtol 1e-4, atol 1e-6). **fluid 1.8.5** is `fluid.layers.ssd_loss` in a static program run by the
 Executor (`benchmarks/fluid_ssd_loss.py`, one thread: `CPU_NUM=1 OMP_NUM_THREADS=1`, its own
 process, so not interleaved with the others); its loss and gradients are checked against the op
-(rtol 2e-5, atol 1e-6, spec §10). Largest |diff| over all sizes: composite vs op
+(rtol 2e-5, atol 1e-6, docs/semantics.md §10). Largest |diff| over all sizes: composite vs op
 {diffs(comp)}; fluid vs op {diffs(fluid_checks) or '–'}. Threads: each count runs in its own process with `OMP_NUM_THREADS`,
 `MKL_NUM_THREADS`, `PADDLE_SSD_OP_NUM_THREADS` = n, `paddle.base.core.set_num_threads(n)` and
 `paddle_ssd_op.set_num_threads(n)`. The timed runs of op, CE and composite are interleaved

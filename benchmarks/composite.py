@@ -1,12 +1,12 @@
 """The SSD loss of ``paddle_ssd_op.ssd_loss`` written the straightforward way, with plain Paddle
 dygraph ops and Paddle autograd: the baseline the fused op is compared with in bench_cpu.py.
 
-Same semantics as the op (spec §3, §4, §11) for the inputs the benchmark uses: batched IoU by
-broadcasting, greedy bipartite matching (one masked argmax per gt), the per_prediction stage, the
-SSD box encoding, softmax cross-entropy, max-negative mining with a stable descending argsort
-(ties: lowest prior first), smooth L1, per-image sums divided by the batch's positive count
-(at least 1). Not reproduced: the -64 clamp of the shifted logits (it matters only for logit
-spreads > 64); the benchmark uses N(0, 1) logits.
+Same semantics as the op (docs/semantics.md §3, §4, §11) for the inputs the benchmark uses:
+batched IoU by broadcasting, greedy bipartite matching (one masked argmax per gt), the
+per_prediction stage, the SSD box encoding, softmax cross-entropy, max-negative mining with a
+stable descending argsort (ties: lowest prior first), smooth L1, per-image sums divided by the
+batch's positive count (at least 1). Not reproduced: the -64 clamp of the shifted logits (it
+matters only for logit spreads > 64); the benchmark uses N(0, 1) logits.
 """
 import paddle
 import paddle.nn.functional as F

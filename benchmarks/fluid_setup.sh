@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Creates .oracle-venv (CPython 3.7 + paddlepaddle 1.8.5) as in spec §10, for the fluid baseline
-# of benchmarks/bench_cpu.py. Usage: bash benchmarks/fluid_setup.sh [venv-dir]
+# Creates .oracle-venv (CPython 3.7 + paddlepaddle 1.8.5) as in docs/semantics.md §10, for the
+# fluid baseline of benchmarks/bench_cpu.py. Usage: bash benchmarks/fluid_setup.sh [venv-dir]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-.oracle-venv}

@@ -29,7 +29,8 @@ class Case:
         self.grad_location = d["grad_location"]
         self.grad_confidence = d["grad_confidence"]
         if np.isnan(self.loss).any():
-            # No positive in the batch: fluid divides 0 by 0; we clamp the divisor at 1 (spec §11).
+            # No positive in the batch: fluid divides 0 by 0; we clamp the divisor at 1
+            # (docs/semantics.md §11).
             self.loss = np.zeros_like(self.loss)
             self.grad_location = np.zeros_like(self.grad_location)
             self.grad_confidence = np.zeros_like(self.grad_confidence)

@@ -1,6 +1,6 @@
 """Pure-NumPy reference implementation of the SSD multibox loss (fluid 1.8.5 ``ssd_loss``).
 
-Written from ``ssd_loss_semantics.md`` (sections 3, 4, 5 and the decided deviations in section 11).
+Written from ``docs/semantics.md`` (§3, §4, §5 and the decided deviations of §11).
 It is deliberately plain: one image at a time, vectorised over priors where that is easy.
 
 Arithmetic is done in the input float dtype (float32 or float64): ``location`` and ``confidence``
@@ -8,7 +8,7 @@ fix it, and the boxes, variances and upstream weights are cast to it. Scalar att
 float32 in the original op (attributes are C ``float``), so the per_prediction threshold and the
 negative/positive ratio are rounded to float32 before use.
 
-Deliberate deviations from the 1.8.5 original (spec section 11):
+Deliberate deviations from the 1.8.5 original (docs/semantics.md §11):
   * normalize=True with zero positives in the batch: divisor clamped at 1 -> loss 0, grads 0.
   * images with 0 gt boxes are allowed (no positives, no mined negatives).
   * prior_box_var=None means unit variances; a list of 4 floats or an [Np, 4] array also works.
@@ -37,7 +37,7 @@ NEG_OVERLAP_MODES = ("fluid", "caffe")
 
 
 # --------------------------------------------------------------------------------------------
-# IoU (spec 3.1)
+# IoU (semantics §3.1)
 # --------------------------------------------------------------------------------------------
 def iou(gt, priors):
     """IoU matrix [n_gt, Np] for corner boxes (normalized coordinates, no +1).
@@ -57,7 +57,7 @@ def iou(gt, priors):
 
 
 # --------------------------------------------------------------------------------------------
-# Matching (spec 3.2)
+# Matching (semantics §3.2)
 # --------------------------------------------------------------------------------------------
 def match_image(iou_gp, match_type, overlap_threshold):
     """Match the priors of one image.
@@ -99,7 +99,7 @@ def match_image(iou_gp, match_type, overlap_threshold):
 
 
 # --------------------------------------------------------------------------------------------
-# Box encoding (spec 3.5)
+# Box encoding (semantics §3.5)
 # --------------------------------------------------------------------------------------------
 def encode(gt, priors, var):
     """Centre-size encoding of gt boxes against priors, row by row. All [K, 4], same dtype."""
@@ -121,7 +121,7 @@ def encode(gt, priors, var):
 
 
 # --------------------------------------------------------------------------------------------
-# Softmax cross-entropy with the CPU kernel's -64 clamp (spec 3.7)
+# Softmax cross-entropy with the CPU kernel's -64 clamp (semantics §3.7)
 # --------------------------------------------------------------------------------------------
 def softmax_ce(logits, labels):
     """logits [K, C], labels [K] int. Returns (ce [K], q [K, C]) with the clamped softmax q."""
@@ -136,7 +136,7 @@ def softmax_ce(logits, labels):
 
 
 # --------------------------------------------------------------------------------------------
-# Hard negative mining, max_negative (spec 3.4)
+# Hard negative mining, max_negative (semantics §3.4)
 # --------------------------------------------------------------------------------------------
 def hardest(loss, idx, k):
     """The k hardest of the priors idx (by loss[idx]): NaN first, then loss descending, then index."""

@@ -25,8 +25,9 @@ def mining_ambiguity(case, ref):
     priors with identical shifted-and-clamped logit rows (the generator makes many). It does not
     hold for rows that are permutations of each other, e.g. z = (-0.5, -1.5, 0) and (-0.5, 0, -1.5)
     with label 0: the losses are mathematically equal, but the order in which the exponentials are
-    summed makes them differ by an ulp in one implementation and not in the other (spec §5, "ties
-    in mining"). Such a tie group straddling the cut is flagged; the loss does not depend on it.
+    summed makes them differ by an ulp in one implementation and not in the other (docs/semantics.md
+    §5, "ties in mining"). Such a tie group straddling the cut is flagged; the loss does not depend
+    on it.
     """
     n, n_prior, _ = case.confidence.shape
     x = case.confidence

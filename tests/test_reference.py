@@ -1,5 +1,5 @@
 """Checks the NumPy reference (tests/reference.py) against the fluid 1.8.5 golden cases and the
-worked examples E1-E14 of the semantics spec (section 9)."""
+worked examples E1-E14 of docs/semantics.md §9."""
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ def test_golden(path):
 
 
 # ------------------------------------------------------------------------------------------------
-# Worked examples (spec section 9): real fluid 1.8.5 CPU output, 6 significant digits.
+# Worked examples (semantics §9): real fluid 1.8.5 CPU output, 6 significant digits.
 # ------------------------------------------------------------------------------------------------
 ERTOL, EATOL = 1e-5, 2e-6
 
@@ -131,7 +131,7 @@ def test_e11_inclusive_threshold():
 
 
 # ------------------------------------------------------------------------------------------------
-# Deviations (spec section 11) and API details
+# Deviations (semantics §11) and API details
 # ------------------------------------------------------------------------------------------------
 def test_variance_forms_agree():
     a = common(prior_box_var=VAR)

@@ -1,8 +1,8 @@
 // Box geometry shared by the CPU and CUDA kernels: IoU, centre-size encoding, smooth L1.
 //
-// Every formula follows fluid 1.8.5 operation by operation (spec §3.1, §3.5, §3.7), because the
-// matching and mining decisions depend on the exact float results: a re-ordered expression can
-// flip a tie-break at the threshold. Do not "simplify" the arithmetic.
+// Every formula follows fluid 1.8.5 operation by operation (docs/semantics.md §3.1, §3.5, §3.7),
+// because the matching and mining decisions depend on the exact float results: a re-ordered
+// expression can flip a tie-break at the threshold. Do not "simplify" the arithmetic.
 #pragma once
 
 #include <cmath>

@@ -1,4 +1,4 @@
-// Matching of priors to the gt boxes of one image (spec §3.2).
+// Matching of priors to the gt boxes of one image (docs/semantics.md §3.2).
 //
 // Stage A, greedy bipartite: repeatedly take the pair (free prior, free gt) of largest IoU
 // (IoU >= 1e-6), ties to the lowest prior index, then the lowest gt index. Each gt keeps a

@@ -1,4 +1,4 @@
-// Hard negative mining, max_negative mode (spec §3.4, tie rule of §11).
+// Hard negative mining, max_negative mode (docs/semantics.md §3.4, tie rule of §11).
 #pragma once
 
 #include <algorithm>

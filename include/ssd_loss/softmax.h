@@ -1,5 +1,6 @@
-// Softmax cross-entropy of one prior's logits, as fluid's CPU kernel computes it (spec §3.7):
-// shifted logits z = x - max are clamped at -64 before exp, so one prior's loss saturates near 64.
+// Softmax cross-entropy of one prior's logits, as fluid's CPU kernel computes it
+// (docs/semantics.md §3.7): shifted logits z = x - max are clamped at -64 before exp, so one
+// prior's loss saturates near 64.
 // The clamp is kept on every device so that CPU and GPU make the same mining decisions.
 #pragma once
 

@@ -1,6 +1,7 @@
-// CPU backward of the fused SSD loss (spec §4): gradients for location and confidence only; the
-// matches, mined negatives, targets and the normalizer are constants. The softmax is recomputed
-// from the saved row statistics, only for the priors that are in the confidence loss.
+// CPU backward of the fused SSD loss (docs/semantics.md §4): gradients for location and
+// confidence only; the matches, mined negatives, targets and the normalizer are constants. The
+// softmax is recomputed from the saved row statistics, only for the priors that are in the
+// confidence loss.
 #include <vector>
 
 #include "cpu_kernels.h"

@@ -1,5 +1,5 @@
 // CPU forward of the fused SSD loss: per image, IoU -> matching -> encoding -> cross-entropy ->
-// mining -> loss, then the batch-wide normalization (spec §3).
+// mining -> loss, then the batch-wide normalization (docs/semantics.md §3).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -47,8 +47,8 @@ void select_hardest_candidates(ImageWorkspace<double>& ws, int64_t k) {
                  ws.mining_loss.data());
 }
 
-// Chooses the image's negatives (spec §3.4, and fluid's hard_example mode); returns the number of
-// positives left (hard_example mining unmatches the positives it does not keep).
+// Chooses the image's negatives (semantics §3.4, and fluid's hard_example mode); returns the
+// number of positives left (hard_example mining unmatches the positives it does not keep).
 template <typename T>
 int64_t mine_image(const Options& opt, int64_t num_pos, int64_t np, ImageWorkspace<T>& ws,
                    int32_t* match, int32_t* target_class, T* loc_target) {
@@ -120,7 +120,7 @@ SSD_CPU_CLONES int64_t forward_image(const ForwardInputs<T>& in, const Sizes& sz
   // Targets: encoded boxes and the class of the positives; unmatched priors are candidates, and
   // take the background label in the cross-entropy: one cross-entropy per prior serves mining
   // and the final loss, since max_negative mining gives every unmatched prior that label
-  // (spec §3.3).
+  // (semantics §3.3).
   const int32_t background = static_cast<int32_t>(opt.background_label);
   ws.label.resize(np);
   int32_t* SSD_RESTRICT label = ws.label.data();
@@ -181,7 +181,7 @@ template <typename T>
 T divisor(Normalization normalization, int64_t total_pos, const Sizes& sz) {
   switch (normalization) {
     case Normalization::kValid:
-      // Deviation from fluid (spec §11): clamped at 1, so no positives gives 0, not NaN.
+      // Deviation from fluid (semantics §11): clamped at 1, so no positives gives 0, not NaN.
       return static_cast<T>(std::max<int64_t>(total_pos, 1));
     case Normalization::kFull:
       return static_cast<T>(std::max<int64_t>(sz.num_images * sz.num_priors, 1));

@@ -691,7 +691,7 @@ __global__ void __launch_bounds__(kImageThreads)
   const long long total = block_sum(count, s_count);  // integer: exact in any order
   long long d = 1;
   switch (normalization) {
-    case 0: d = total; break;   // valid; deviation from fluid (spec §11): clamped at 1 below
+    case 0: d = total; break;   // valid; clamped at 1 below, unlike fluid (docs/semantics.md §11)
     case 1: d = n * np; break;  // full
     case 2: d = n; break;       // batch_size
     default: break;             // none

@@ -1,6 +1,6 @@
 """Smoke test of the pybind11 module `_core` built by CMake (run by ctest as core.python_module
-with PYTHONPATH set to the build directory): import it, run spec example E1 forward and backward,
-and check that bad input raises ValueError."""
+with PYTHONPATH set to the build directory): import it, run example E1 of docs/semantics.md §9
+forward and backward, and check that bad input raises ValueError."""
 import sys
 
 import numpy as np

@@ -1,4 +1,5 @@
-// Box geometry (spec §3.1, §3.5, §3.7): IoU, encoding, smooth L1, and the clamped softmax.
+// Box geometry (docs/semantics.md §3.1, §3.5, §3.7): IoU, encoding, smooth L1, and the clamped
+// softmax.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -51,7 +52,7 @@ TEST_CASE(iou, zero_area_identical_boxes_give_zero_not_nan) {
 }
 
 TEST_CASE(iou, tiny_identical_boxes_show_the_epsilon) {
-  // Spec §3.1: identical boxes of area 1e-9 give 1e-9 / (1e-9 + 1e-10) = 1 / 1.1, not 1.
+  // Semantics §3.1: identical boxes of area 1e-9 give 1e-9 / (1e-9 + 1e-10) = 1 / 1.1, not 1.
   const double a[4] = {0.0, 0.0, 1e-4, 1e-5};
   CHECK_NEAR(iou(a, a), 1.0 / 1.1, 1e-6);
 }
@@ -121,7 +122,7 @@ TEST_CASE(encode, hand_computed_with_variances) {
 }
 
 TEST_CASE(encode, spec_e1_target_of_prior_1) {
-  // Spec §9: prior [0,0,.5,.6] against gt [0,0,.5,.5] with variance (.1,.1,.2,.2).
+  // Semantics §9: prior [0,0,.5,.6] against gt [0,0,.5,.5] with variance (.1,.1,.2,.2).
   const float prior[4] = {0.f, 0.f, 0.5f, 0.6f};
   const float gt[4] = {0.f, 0.f, 0.5f, 0.5f};
   const float var[4] = {0.1f, 0.1f, 0.2f, 0.2f};
@@ -135,7 +136,8 @@ TEST_CASE(encode, spec_e1_target_of_prior_1) {
 
 TEST_CASE(encode, prior_centre_is_min_plus_half_size) {
   // For this prior, float32 min + (max - min)/2 and (min + max)/2 differ by one ulp; the x
-  // target must follow the former bit for bit (spec §3.5), the size division before the variance.
+  // target must follow the former bit for bit (semantics §3.5), the size division before the
+  // variance.
   volatile float xmin = 0.0273875967f, xmax = 0.534413934f;  // volatile: no constant folding
   const float prior[4] = {xmin, 0.f, xmax, 1.f};
   const float gt[4] = {0.1f, 0.2f, 0.7f, 0.9f};
@@ -217,7 +219,7 @@ TEST_CASE(softmax, clamp_keeps_nan_and_floors_at_minus_64) {
 }
 
 TEST_CASE(softmax, cross_entropy_saturates_near_64) {
-  // Spec E10: logits (100, 0, 0), label 1: the true CE is 100, the clamped one 64.
+  // Semantics §9, E10: logits (100, 0, 0), label 1: the true CE is 100, the clamped one 64.
   const float logits[3] = {100.f, 0.f, 0.f};
   const float sum = 1.f + 2.f * std::exp(-64.f);
   const ssd_loss::SoftmaxStats<float> s{100.f, sum};

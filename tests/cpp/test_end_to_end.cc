@@ -1,5 +1,6 @@
-// Forward and backward through the core API on the worked examples of spec §9 (numbers printed by
-// the real fluid 1.8.5 CPU operator, 6 significant digits), plus the deliberate deviations of §11.
+// Forward and backward through the core API on the worked examples of docs/semantics.md §9
+// (numbers printed by the real fluid 1.8.5 CPU operator, 6 significant digits), plus the
+// deliberate deviations of §11.
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -13,7 +14,7 @@ namespace {
 
 using Ints = std::vector<int32_t>;
 
-// The agreement criterion of spec §10 (rtol 2e-5, atol 1e-6); the 6-digit printouts are well
+// The agreement criterion of semantics §10 (rtol 2e-5, atol 1e-6); the 6-digit printouts are well
 // inside it.
 template <typename T>
 void expect_close(const char* file, int line, const std::string& what, const std::vector<T>& actual,
@@ -33,7 +34,8 @@ void expect_close(const char* file, int line, const std::string& what, const std
 }
 #define EXPECT_CLOSE(actual, ...) expect_close(__FILE__, __LINE__, #actual, actual, __VA_ARGS__)
 
-// Common inputs of spec §9: N = 1, Np = 4, C = 3, one gt of class 1, variances as a [4, 4] tensor.
+// Common inputs of semantics §9: N = 1, Np = 4, C = 3, one gt of class 1, variances as a [4, 4]
+// tensor.
 template <typename T>
 test::Problem<T> example_e1() {
   test::Problem<T> pb;
@@ -226,7 +228,7 @@ TEST_CASE(examples, e11_inclusive_threshold) {
 }
 
 TEST_CASE(examples, e8_e9_no_positive_gives_zero_not_nan) {
-  // Spec §11 deviation: fluid gives NaN for E8 (0/0); the divisor is clamped at 1 here.
+  // Semantics §11 deviation: fluid gives NaN for E8 (0/0); the divisor is clamped at 1 here.
   for (auto normalization : {ssd_loss::Normalization::kValid, ssd_loss::Normalization::kNone}) {
     test::Problem<float> pb = example_e1<float>();
     pb.gt_box = {2, 2, 3, 3};
@@ -242,8 +244,8 @@ TEST_CASE(examples, e8_e9_no_positive_gives_zero_not_nan) {
 }
 
 TEST_CASE(examples, image_without_gt_contributes_nothing) {
-  // Spec §11 deviation: an empty image is allowed (fluid crashes when N >= 2). Image 0 is empty,
-  // image 1 is E1, so Z = 2 and image 1's loss is E1's.
+  // Semantics §11 deviation: an empty image is allowed (fluid crashes when N >= 2). Image 0 is
+  // empty, image 1 is E1, so Z = 2 and image 1's loss is E1's.
   test::Problem<float> pb = example_e1<float>();
   pb.sizes.num_images = 2;
   const std::vector<float> loc = pb.location, conf = pb.confidence;

@@ -1,4 +1,5 @@
-// Matching of one image (spec §3.2): greedy bipartite stage, then the per_prediction stage.
+// Matching of one image (docs/semantics.md §3.2): greedy bipartite stage, then the per_prediction
+// stage.
 //
 // Most hand cases use boxes spanning the full height (y from 0 to 1), so an IoU is the 1-D
 // overlap of two x intervals divided by their union and is easy to check by hand.
@@ -31,9 +32,9 @@ std::vector<int32_t> match(const Boxes& gts, const Boxes& priors, bool per_predi
   return result;
 }
 
-// Straight transcription of spec §3.2 as a reference, O(n^2 Np) overall: each round scans every
-// (free prior, free gt) pair, priors ascending and gts ascending inside, and a pair replaces the
-// best only when strictly larger, so ties go to the lowest prior, then the lowest gt.
+// Straight transcription of semantics §3.2 as a reference, O(n^2 Np) overall: each round scans
+// every (free prior, free gt) pair, priors ascending and gts ascending inside, and a pair replaces
+// the best only when strictly larger, so ties go to the lowest prior, then the lowest gt.
 std::vector<int32_t> brute_force_match(const Boxes& gts, const Boxes& priors, bool per_prediction,
                                        float threshold) {
   const int64_t n = static_cast<int64_t>(gts.size() / 4);
@@ -175,7 +176,8 @@ TEST_CASE(match, bipartite_leaves_a_high_iou_loser_unmatched) {
 }
 
 TEST_CASE(match, per_prediction_threshold_is_inclusive) {
-  // Spec E11: priors [0,0,1,1] and [0,0,1,.5] against gt [0,0,1,1]; the second IoU is exactly 0.5.
+  // Semantics §9, E11: priors [0,0,1,1] and [0,0,1,.5] against gt [0,0,1,1]; the second IoU is
+  // exactly 0.5.
   const Boxes gts = {0.f, 0.f, 1.f, 1.f};
   const Boxes priors = {0.f, 0.f, 1.f, 1.f, 0.f, 0.f, 1.f, 0.5f};
   CHECK_EQ(ssd_loss::iou(&gts[0], &priors[4]), 0.5f);
@@ -288,7 +290,7 @@ TEST_CASE(match_bruteforce, small_tie_heavy_images) {
 
 TEST_CASE(match_bruteforce, image_with_500_gts) {
   // Far above the original's 130-gt switch to its sort-based path; the new operator keeps the
-  // greedy rule for every gt count (spec §11). Random boxes plus a few duplicates for ties.
+  // greedy rule for every gt count (semantics §11). Random boxes plus a few duplicates for ties.
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> pos(0.f, 0.9f), size(0.02f, 0.3f);
   auto random_boxes = [&](int count) {

@@ -1,4 +1,4 @@
-// Hard negative mining (spec §3.4 and the tie rule of §11).
+// Hard negative mining (docs/semantics.md §3.4 and the tie rule of §11).
 #include <algorithm>
 #include <cstdint>
 #include <limits>
