@@ -81,7 +81,7 @@ def _labels(values, name):
     bad = (values != np.floor(values)) | (np.abs(values) >= _LABEL_LIMIT)
     if bad.any():
         raise ValueError(f"{name}: expected integer class ids in the int32 range, received "
-                         f"{values[bad][0]!r}")
+                         f"{values[bad][0].item()!r}")
     return values.astype(np.int64)
 
 
@@ -336,7 +336,7 @@ class DetectionMAP(paddle.metric.Metric):
             flags = _column(difficult, "difficult", len(gt_box))
             if not np.isin(flags, (0, 1)).all():
                 raise ValueError(f"difficult: expected 0/1 or bool flags, received "
-                                 f"{flags[~np.isin(flags, (0, 1))][0]!r}")
+                                 f"{flags[~np.isin(flags, (0, 1))][0].item()!r}")
             is_difficult = flags.astype(bool)
 
         batch = _evaluate_batch(detections, det_lengths, gt_box, labels, gt_lens,
