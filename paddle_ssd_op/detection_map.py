@@ -16,6 +16,7 @@ false positive.
 """
 import zlib  # noqa: F401  -- must precede paddle: paddle 2.6.2 exports a zlib that crashes Python's
 
+import array
 import math
 import numbers
 
@@ -113,6 +114,18 @@ def _is_nothing_survived(value):
     return False
 
 
+def _group_by_score(groups, scores):
+    """Stable order by group ascending, then score descending (equal scores, -0.0 and 0.0
+    included, keep their order): one uint64 key sorted once, twice as fast as np.lexsort."""
+    if len(groups) == 0:
+        return np.zeros(0, np.int64)
+    bits = (scores + _F32(0)).view(np.uint32)  # + 0 turns -0.0 into 0.0
+    # float32 bits to an unsigned key of the same order (negatives: all bits flipped), reversed
+    ascending = bits ^ np.where(bits >> 31, np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
+    group = (groups - groups.min()).astype(np.uint64)  # < 2**32: labels are int32
+    return np.argsort((group << np.uint64(32)) | (~ascending).astype(np.uint64), kind="stable")
+
+
 class _Evaluation:
     """Per-class positives and the (label, score, true-positive) entries of detections that
     count, in fluid's insertion order (batch, then row); the ingredients of one mAP."""
@@ -145,7 +158,7 @@ class _Evaluation:
     def mean_ap(self, ap_version):
         """fluid's CalcMAP: float32 precision/recall, sums in fluid's order and precision."""
         # Per class, the entries by descending score, ties in insertion order (std::stable_sort).
-        order = np.lexsort((-self.scores, self.labels))
+        order = _group_by_score(self.labels, self.scores)
         labels, tps = self.labels[order], self.tps[order]
         starts = np.searchsorted(labels, self.pos_labels, "left")
         ends = np.searchsorted(labels, self.pos_labels, "right")
@@ -174,11 +187,12 @@ class _Evaluation:
                 # fluid: `float ap += precision * fabs(step)` where fabs is the double one, so
                 # each step adds an exact double product to ap and rounds once to float32;
                 # a float32 cumsum differs in the last bit. Terms: one per true positive.
+                # A one-element float array rounds each double sum to float32 on assignment.
                 terms = precision[counted].astype(np.float64) * steps[counted]
-                average_precision = 0.0
+                average_precision = array.array("f", [0.0])
                 for term in terms.tolist():
-                    average_precision = float(_F32(average_precision + term))
-                total = _F32(total + _F32(average_precision))
+                    average_precision[0] += term
+                total = _F32(total + _F32(average_precision[0]))
         if count:
             total = _F32(total / _F32(count))
         return float(total)
@@ -230,7 +244,7 @@ def _evaluate_batch(detections, det_lengths, gt_box, gt_label, gt_lengths, diffi
         ignored[matched] = difficult[best_gt[matched]]
     candidates = np.flatnonzero(matched & ~ignored)
     # Each gt goes to the first of its candidates by descending score (ties: row order).
-    by_gt = candidates[np.lexsort((-scores[candidates], best_gt[candidates]))]
+    by_gt = candidates[_group_by_score(best_gt[candidates], scores[candidates])]
     gts = best_gt[by_gt]
     tps = np.zeros(len(detections), bool)
     if len(by_gt):
