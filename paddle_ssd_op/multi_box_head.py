@@ -434,10 +434,12 @@ class MultiBoxHead(nn.Layer):
             raise ValueError(f"inputs: expected {len(self._in_channels)} tensors (one per "
                              f"in_channels entry), received {len(inputs)}")
         for i, (x, channels) in enumerate(zip(inputs, self._in_channels)):
-            if x.shape[1] != channels or _dtype(x) != self._dtype:
-                raise ValueError(f"inputs[{i}]: expected {channels} channels (in_channels[{i}]) "
-                                 f"and dtype {self._dtype}, received shape {list(x.shape)} "
-                                 f"dtype {_dtype(x)}")
+            if x.shape[1] != channels:
+                raise ValueError(f"inputs[{i}]: expected {channels} channels (in_channels[{i}]), "
+                                 f"received shape {list(x.shape)}")
+            if _dtype(x) != self._dtype:
+                raise TypeError(f"inputs[{i}]: expected dtype {self._dtype} (that of the "
+                                f"parameters), received {_dtype(x)}")
         self._check_conv_fits(inputs)
 
         mbox_locs, mbox_confs, boxes, variances = [], [], [], []
