@@ -1,0 +1,322 @@
+"""``detection_output``: fluid 1.8.5's ``fluid.layers.detection_output`` built from Paddle's own
+operators (box_coder, softmax, transpose, an NMS op and a few shape ops), so that a saved
+inference model that uses it runs in Paddle Inference without this package.
+
+The NMS operator per mode:
+- dygraph and PIR programs (Paddle 3.x): ``paddle._C_ops.multiclass_nms3``. It always computes
+  the index, which gives [0, 6] rows instead of fluid's [[-1]] when nothing survives in the
+  whole batch; the [[-1]] is made here (in programs by graph ops, see ``_fluid_empty_output``).
+- Paddle 2.6 legacy programs: fluid's own ops ``multiclass_nms`` / ``multiclass_nms2``
+  (appended with ``LayerHelper``), which give fluid's LoD and [[-1]] themselves; with
+  ``return_rois_num`` (those ops do not count rows) ``multiclass_nms3``, followed by the [[-1]]
+  graph ops and a ``lod_reset`` op that sets fluid's LoD.
+"""
+import numbers
+
+import numpy as np
+import paddle
+
+_FLOAT_DTYPES = ("float32", "float64")
+_NMS_ATTRS = ("fluid", "forwarded")
+_EMPTY_RESULTS = ("fluid", "empty")
+# fluid 1.8.5 hard-codes these two attributes of its NMS op, whatever the caller passes.
+_FLUID_BACKGROUND_LABEL = 0
+_FLUID_NMS_ETA = 1.0
+_OUT_COLUMNS = 6  # label, score, xmin, ymin, xmax, ymax
+
+
+# Under paddle.jit.to_static (AST), converting this wrapper would turn ``x.shape`` into tensors
+# and break its plain-Python argument checks; it needs no conversion (no tensor control flow).
+@paddle.jit.not_to_static
+def detection_output(loc, scores, prior_box, prior_box_var, background_label=0,
+                     nms_threshold=0.3, nms_top_k=400, keep_top_k=200, score_threshold=0.01,
+                     nms_eta=1.0, return_index=False, *, return_rois_num=False,
+                     nms_attrs="fluid", empty_result="fluid"):
+    """SSD detections: decode, softmax and multi-class NMS, as ``fluid.layers.detection_output``.
+
+    Args:
+        loc: [N, Np, 4] float32/float64, predicted offsets of every prior (decoded by
+            ``box_coder``'s ``decode_center_size`` with normalized boxes).
+        scores: [N, Np, C] class logits, dtype of ``loc`` (the softmax is taken here).
+        prior_box: [Np, 4] priors (xmin, ymin, xmax, ymax), dtype of ``loc``.
+        prior_box_var: [Np, 4] tensor (dtype of ``loc``), a list/tuple of 4 numbers, or None
+            (unit variances; fluid raised TypeError there).
+        background_label, nms_eta: accepted and checked but, as in fluid, not used: the NMS
+            drops class 0 and never adapts its threshold, unless ``nms_attrs='forwarded'``.
+        nms_threshold: IoU in [0, 1] above which a box suppresses another of its class.
+        nms_top_k: candidates per class before NMS (-1: all).
+        keep_top_k: detections per image after NMS over all classes (-1: all).
+        score_threshold: class probability in [0, 1] a box must exceed (strictly).
+        return_index: also return the index [No, 1] int32 of each row into the flattened
+            [N * Np] boxes.
+        return_rois_num: also return rois_num [N] int32, the rows of each image (last).
+        nms_attrs: 'fluid' (background 0, no adaptive NMS) or 'forwarded' (the given
+            ``background_label`` and ``nms_eta`` reach the NMS).
+        empty_result: 'fluid' (no detection in the batch and ``return_index=False``: out is
+            [[-1]]) or 'empty' (out is then [0, 6], as with ``return_index=True``).
+
+    Returns:
+        out [No, 6] rows (label, score, xmin, ymin, xmax, ymax), image after image, each image's
+        rows by class ascending then score descending; then ``index`` with ``return_index``, then
+        ``rois_num`` with ``return_rois_num``. A single tensor when neither is asked for.
+        When nothing survives anywhere, rois_num is all zeros (also when out is [[-1]]).
+    """
+    attrs = _nms_attrs(background_label, nms_threshold, nms_top_k, keep_top_k, score_threshold,
+                       nms_eta, nms_attrs)
+    return_index = _as_bool("return_index", return_index)
+    return_rois_num = _as_bool("return_rois_num", return_rois_num)
+    empty_result = _as_choice("empty_result", empty_result, _EMPTY_RESULTS)
+    _check_inputs(loc, scores, prior_box)
+    variance = _variance(prior_box_var, prior_box)
+    sentinel = empty_result == "fluid" and not return_index
+
+    if paddle.in_dynamic_mode():
+        with paddle.no_grad():
+            boxes, probs = _decode(loc, scores, prior_box, variance)
+            out, index, rois_num = paddle._C_ops.multiclass_nms3(boxes, probs, None, *attrs)
+        if sentinel and out.shape[0] == 0:
+            out = paddle.full([1, 1], -1.0, out.dtype)
+    else:
+        boxes, probs = _decode(loc, scores, prior_box, variance)
+        if _in_pir_mode():
+            out, index, rois_num = paddle._C_ops.multiclass_nms3(boxes, probs, None, *attrs)
+            if sentinel:
+                out = _fluid_empty_output(out, _empty_flag(rois_num))
+        elif not return_rois_num:
+            # fluid's own program: its NMS ops give fluid's [[-1]] and LoD themselves.
+            out, index = _append_fluid_nms(boxes, probs, attrs, with_index=not sentinel)
+            rois_num = None
+        else:
+            out, index, rois_num = _append_legacy_nms3(boxes, probs, attrs)
+            empty = _empty_flag(rois_num) if sentinel else None
+            offsets = _fluid_lod_offsets(rois_num, empty)
+            if sentinel:
+                out = _fluid_empty_output(out, empty)
+            out = _with_lod(out, offsets)
+            if return_index:
+                index = _with_lod(index, offsets)
+    for x in (out, index, rois_num):
+        if x is not None:
+            x.stop_gradient = True
+    results = (out,) + ((index,) if return_index else ()) + ((rois_num,) if return_rois_num else ())
+    return results if len(results) > 1 else out
+
+
+# ---------------------------------------------------------------------------------------------
+# arguments
+
+def _nms_attrs(background_label, nms_threshold, nms_top_k, keep_top_k, score_threshold, nms_eta,
+               nms_attrs):
+    """The attributes of multiclass_nms3 in its argument order, after checking all of them."""
+    background_label = _as_int("background_label", background_label)
+    nms_threshold = _as_unit_interval("nms_threshold", nms_threshold)
+    score_threshold = _as_unit_interval("score_threshold", score_threshold)
+    nms_top_k = _as_top_k("nms_top_k", nms_top_k)
+    keep_top_k = _as_top_k("keep_top_k", keep_top_k)
+    nms_eta = _as_float32("nms_eta", nms_eta)
+    if not 0.0 < nms_eta <= 1.0:
+        raise ValueError(f"nms_eta: expected a number in (0, 1], received {nms_eta}")
+    if _as_choice("nms_attrs", nms_attrs, _NMS_ATTRS) == "fluid":
+        background_label, nms_eta = _FLUID_BACKGROUND_LABEL, _FLUID_NMS_ETA
+    normalized = True  # fluid's box_coder decodes normalized boxes, so IoU has no +1
+    return (score_threshold, nms_top_k, keep_top_k, nms_threshold, normalized, nms_eta,
+            background_label)
+
+
+def _as_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}: expected one of {choices}, received {value!r}")
+    return value
+
+
+def _as_bool(name, value):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name}: expected a bool, received {type(value).__name__} {value!r}")
+
+
+def _as_int(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, received {type(value).__name__} {value!r}")
+    value = int(value)
+    if not -2**31 <= value < 2**31:
+        raise ValueError(f"{name}: expected a 32-bit int, received {value}")
+    return value
+
+
+def _as_top_k(name, value):
+    value = _as_int(name, value)
+    if value == 0 or value < -1:
+        raise ValueError(f"{name}: expected -1 (all) or an int > 0, received {value}")
+    return value
+
+
+def _as_float32(name, value):
+    """A number as the float32 op attribute will hold it (1e39 is inf there)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, received {type(value).__name__} {value!r}")
+    with np.errstate(over="ignore"):
+        as_float32 = float(np.float32(value))
+    if not np.isfinite(as_float32):
+        raise ValueError(f"{name}: expected a finite float32 number, received {value!r}")
+    return as_float32
+
+
+def _as_unit_interval(name, value):
+    value = _as_float32(name, value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}: expected a number in [0, 1], received {value}")
+    return value
+
+
+def _is_tensor(x):
+    types = [paddle.Tensor, paddle.static.Variable]
+    if hasattr(paddle, "pir") and hasattr(paddle.pir, "Value"):
+        types.append(paddle.pir.Value)
+    return isinstance(x, tuple(types))
+
+
+def _dtype(x):
+    """The dtype's name ('float32', ...) whatever the mode and Paddle version."""
+    return str(x.dtype).split(".")[-1]
+
+
+def _known(*dims):
+    return all(d is not None and d >= 0 for d in dims)
+
+
+def _check_inputs(loc, scores, prior_box):
+    for name, x in (("loc", loc), ("scores", scores), ("prior_box", prior_box)):
+        if not _is_tensor(x):
+            raise TypeError(f"{name}: expected a paddle Tensor, received {type(x).__name__}")
+    ls, ss, ps = list(loc.shape), list(scores.shape), list(prior_box.shape)
+    if len(ls) != 3 or ls[2] != 4:
+        raise ValueError(f"loc: expected shape [N, Np, 4], received {ls}")
+    if _dtype(loc) not in _FLOAT_DTYPES:
+        raise TypeError(f"loc: expected dtype float32 or float64, received {_dtype(loc)}")
+    for name, x in (("scores", scores), ("prior_box", prior_box)):
+        if _dtype(x) != _dtype(loc):
+            raise TypeError(f"{name}: expected the dtype of loc ({_dtype(loc)}), "
+                            f"received {_dtype(x)}")
+    if len(ss) != 3 or any(_known(a, b) and a != b for a, b in zip(ss[:2], ls[:2])):
+        raise ValueError(f"scores: expected shape [N, Np, C] with N, Np of loc {ls[:2]}, "
+                         f"received {ss}")
+    if _known(ls[0]) and ls[0] == 0:
+        raise ValueError(f"loc: expected at least one image (N > 0), received shape {ls}")
+    if _known(ls[1]) and ls[1] == 0:
+        raise ValueError(f"loc: expected at least one prior (Np > 0), received shape {ls}")
+    if _known(ss[2]) and ss[2] == 0:
+        raise ValueError(f"scores: expected at least one class (C > 0), received shape {ss}")
+    if len(ps) != 2 or ps[1] != 4 or (_known(ps[0], ls[1]) and ps[0] != ls[1]):
+        raise ValueError(f"prior_box: expected shape [Np, 4] = [{ls[1]}, 4], received {ps}")
+
+
+def _variance(prior_box_var, prior_box):
+    """A [Np, 4] tensor, or the 4 variances as a list (box_coder's ``variance`` attribute)."""
+    if prior_box_var is None:
+        return [1.0, 1.0, 1.0, 1.0]
+    if _is_tensor(prior_box_var):
+        vs, ps = list(prior_box_var.shape), list(prior_box.shape)
+        if len(vs) != 2 or vs[1] != 4 or (_known(vs[0], ps[0]) and vs[0] != ps[0]):
+            raise ValueError(f"prior_box_var: expected shape [Np, 4] = [{ps[0]}, 4] like "
+                             f"prior_box, received {vs}")
+        if _dtype(prior_box_var) != _dtype(prior_box):
+            raise TypeError(f"prior_box_var: expected the dtype of prior_box "
+                            f"({_dtype(prior_box)}), received {_dtype(prior_box_var)}")
+        return prior_box_var
+    if not isinstance(prior_box_var, (list, tuple)) or len(prior_box_var) != 4:
+        raise TypeError(f"prior_box_var: expected a [Np, 4] tensor, 4 numbers or None, "
+                        f"received {type(prior_box_var).__name__} {prior_box_var!r}")
+    return [_as_float32("prior_box_var", v) for v in prior_box_var]
+
+
+# ---------------------------------------------------------------------------------------------
+# computation
+
+def _in_pir_mode():
+    in_pir = getattr(paddle.framework, "in_pir_mode", None)
+    return bool(in_pir and in_pir())
+
+
+def _decode(loc, scores, prior_box, variance):
+    """fluid's first half: decoded boxes [N, Np, 4] and class probabilities [N, C, Np]."""
+    boxes = paddle.vision.ops.box_coder(prior_box, variance, loc, "decode_center_size",
+                                        box_normalized=True)
+    probs = paddle.transpose(paddle.nn.functional.softmax(scores), [0, 2, 1])
+    return boxes, probs
+
+
+_ATTR_NAMES = ("score_threshold", "nms_top_k", "keep_top_k", "nms_threshold", "normalized",
+               "nms_eta", "background_label")
+
+
+def _append_fluid_nms(boxes, probs, attrs, with_index):
+    """fluid's NMS op in a Paddle 2.6 legacy program: multiclass_nms, or multiclass_nms2 when
+    the index is wanted (an empty batch then gives [0, 6] rows, not [[-1]])."""
+    from paddle.base.layer_helper import LayerHelper
+
+    helper = LayerHelper("detection_output")
+    outputs = {"Out": helper.create_variable_for_type_inference(boxes.dtype)}
+    if with_index:
+        outputs["Index"] = helper.create_variable_for_type_inference("int32")
+    helper.append_op(type="multiclass_nms2" if with_index else "multiclass_nms",
+                     inputs={"BBoxes": boxes, "Scores": probs}, outputs=outputs,
+                     attrs=dict(zip(_ATTR_NAMES, attrs)))
+    return outputs["Out"], outputs.get("Index")
+
+
+def _append_legacy_nms3(boxes, probs, attrs):
+    """multiclass_nms3 (which also counts the rows per image) in a Paddle 2.6 legacy program."""
+    from paddle.base.layer_helper import LayerHelper
+
+    helper = LayerHelper("detection_output")
+    outputs = {"Out": helper.create_variable_for_type_inference(boxes.dtype),
+               "Index": helper.create_variable_for_type_inference("int32"),
+               "NmsRoisNum": helper.create_variable_for_type_inference("int32")}
+    helper.append_op(type="multiclass_nms3", inputs={"BBoxes": boxes, "Scores": probs},
+                     outputs=outputs, attrs=dict(zip(_ATTR_NAMES, attrs)))
+    return outputs["Out"], outputs["Index"], outputs["NmsRoisNum"]
+
+
+def _empty_flag(rois_num):
+    """(e, R): [1] tensors of rois_num's dtype, R the rows of the batch and e = 1 if R == 0
+    else 0. (Not paddle.equal: under PIR it logs a warning about an unsupported argument.)"""
+    total = paddle.sum(rois_num).reshape([1])
+    one = paddle.full([1], 1, total.dtype)
+    return one - paddle.minimum(total, one), total
+
+
+def _fluid_empty_output(out, empty_flag):
+    """out, or [[-1]] when the batch has no row, by graph ops only (no control flow).
+
+    A -1 row is appended to out ([R, 6] -> [R + 1, 6]) and the first ``R + e`` rows and
+    ``6 - 5e`` columns are kept: that is out itself when R > 0, and the [[-1]] of the appended
+    row when R == 0 (e = 1). The static shape is therefore [-1, -1].
+    """
+    empty, total = empty_flag
+    padded = paddle.concat([out, paddle.full([1, _OUT_COLUMNS], -1.0, out.dtype)], axis=0)
+    return paddle.slice(padded, axes=[0, 1], starts=[0, 0],
+                        ends=[total + empty, _OUT_COLUMNS - (_OUT_COLUMNS - 1) * empty])
+
+
+def _fluid_lod_offsets(rois_num, empty_flag):
+    """fluid's LoD offsets of out in a legacy program: where each image's rows start; with the
+    [[-1]] of an empty batch (``empty_flag`` given) [0, 1], whatever N."""
+    ends = paddle.cumsum(rois_num)
+    if empty_flag is not None:
+        empty, _ = empty_flag
+        # Empty batch: the ends [1, 1, ..., 1] cut to [1]; otherwise the ends unchanged.
+        count = paddle.shape(ends)[:1]
+        ends = paddle.slice(ends + empty, axes=[0], starts=[0], ends=[count - (count - 1) * empty])
+    return paddle.concat([paddle.zeros([1], ends.dtype), ends])
+
+
+def _with_lod(x, offsets):
+    """x with the level-1 LoD ``offsets`` (a lod_reset op reading them at run time)."""
+    from paddle.base.layer_helper import LayerHelper
+
+    helper = LayerHelper("detection_output")
+    result = helper.create_variable_for_type_inference(x.dtype)
+    helper.append_op(type="lod_reset", inputs={"X": x, "Y": offsets}, outputs={"Out": result},
+                     attrs={"append": False})
+    return result
