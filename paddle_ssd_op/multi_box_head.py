@@ -319,12 +319,11 @@ def _dtype_name(dtype):
 def _check_tensors(inputs, image):
     """inputs: a non-empty list of 4-D float tensors of one dtype and batch size; image: 4-D.
     Returns the inputs as a list."""
-    if not isinstance(inputs, (list, tuple)) or not inputs:
-        raise TypeError(f"inputs: expected a non-empty list of 4-D tensors, received "
-                        f"{type(inputs).__name__} of length {len(inputs)}"
-                        if isinstance(inputs, (list, tuple)) else
-                        f"inputs: expected a non-empty list of 4-D tensors, received "
+    if not isinstance(inputs, (list, tuple)):
+        raise TypeError(f"inputs: expected a list of 4-D tensors, received "
                         f"{type(inputs).__name__}")
+    if not inputs:
+        raise ValueError("inputs: expected a non-empty list of 4-D tensors, received []")
     inputs = list(inputs)
     for name, x in [(f"inputs[{i}]", x) for i, x in enumerate(inputs)] + [("image", image)]:
         if not _is_tensor(x):
@@ -379,9 +378,10 @@ class MultiBoxHead(nn.Layer):
         if dtype not in _FLOAT_DTYPES:
             raise TypeError(f"dtype: expected float32 or float64, received {dtype}")
         super().__init__(dtype=dtype)
-        if not isinstance(in_channels, (list, tuple)) or not in_channels:
-            raise TypeError(f"in_channels: expected a non-empty list of ints (the channels of "
-                            f"each input), received {in_channels!r}")
+        in_channels = _as_list("in_channels", in_channels, what="a list of ints (the channels "
+                               "of each input)")
+        if not in_channels:
+            raise ValueError("in_channels: expected a non-empty list of ints, received []")
         self._in_channels = [_as_int(f"in_channels[{i}]", c, 1) for i, c in enumerate(in_channels)]
         self._num_classes = _as_int("num_classes", num_classes, 1)
         self._flip = _as_bool("flip", flip)
@@ -428,6 +428,9 @@ class MultiBoxHead(nn.Layer):
                                      f"(shape {list(x.shape)}, pad {self._padding!r}), "
                                      f"received {self._kernel_size}")
 
+    # Under paddle.jit.to_static, run as written: the checks read the static shapes (-1 where
+    # unknown), which the dy2static rewrite of `x.shape` would turn into tensors.
+    @paddle.jit.not_to_static
     def forward(self, inputs, image):
         inputs = _check_tensors(inputs, image)
         if len(inputs) != len(self._in_channels):

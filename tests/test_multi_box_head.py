@@ -281,6 +281,27 @@ def test_gradients():
                                    rtol=1e-5, atol=1e-5)
 
 
+class TwoMapModel(paddle.nn.Layer):
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, x0, x1, image):
+        return self.head([x0, x1], image)
+
+
+def test_to_static_matches_dygraph():
+    """Inside paddle.jit.to_static (dynamic batch): the same outputs as in dygraph."""
+    case = Golden(GOLDEN_FILES[2])   # 2 inputs
+    model = TwoMapModel(golden_head(case))
+    inputs = [paddle.to_tensor(x) for x in case.inputs] + [paddle.zeros(case.image_shape)]
+    specs = [paddle.static.InputSpec([None, *x.shape[1:]]) for x in case.inputs]
+    static = paddle.jit.to_static(model, full_graph=True,
+                                  input_spec=specs + [paddle.static.InputSpec(case.image_shape)])
+    outputs = static(*inputs)
+    case.assert_matches([t.numpy() for t in outputs])
+
+
 def test_float64():
     case = Golden(GOLDEN_FILES[3])
     head = MultiBoxHead(case.in_channels, dtype="float64", **case.attrs)
@@ -301,7 +322,8 @@ OK = dict(in_channels=[4, 4, 4], base_size=300, num_classes=3,
 EXPLICIT = dict(OK, min_sizes=[30.0, 60.0, 111.0], max_sizes=[60.0, 111.0, 162.0])
 
 OPTION_ERRORS = [
-    (dict(OK, in_channels=[]), TypeError, "in_channels"),
+    (dict(OK, in_channels=[]), ValueError, "in_channels"),
+    (dict(OK, in_channels=4), TypeError, "in_channels"),
     (dict(OK, in_channels=[4, 0, 4]), ValueError, r"in_channels\[1\]"),
     (dict(OK, base_size=0), ValueError, "base_size"),
     (dict(OK, base_size="300"), TypeError, "base_size"),
@@ -371,7 +393,7 @@ def feature_maps(n=2, channels=(4, 4, 4), sizes=(8, 4, 2), dtype="float32"):
 IMAGE = [2, 3, 300, 300]
 INPUT_ERRORS = [
     (lambda: (feature_maps()[0], paddle.zeros(IMAGE)), {}, TypeError, "inputs"),
-    (lambda: ([], paddle.zeros(IMAGE)), {}, TypeError, "inputs"),
+    (lambda: ([], paddle.zeros(IMAGE)), {}, ValueError, "inputs"),
     (lambda: ([np.zeros([2, 4, 8, 8])] + feature_maps()[1:], paddle.zeros(IMAGE)), {},
      TypeError, r"inputs\[0\]"),
     (lambda: (feature_maps()[:2] + [paddle.zeros([2, 4, 2])], paddle.zeros(IMAGE)), {},
