@@ -16,9 +16,9 @@ false positive.
 """
 import zlib  # noqa: F401  -- must precede paddle: paddle 2.6.2 exports a zlib that crashes Python's
 
-import array
 import math
 import numbers
+from array import array as _c_array
 
 import numpy as np
 import paddle
@@ -86,8 +86,9 @@ def _labels(values, name):
     return values.astype(np.int64)
 
 
-def _lengths(value, name, rows):
-    """int64 [N] rows per image: N >= 1, non-negative, summing to `rows` (unless None)."""
+def _lengths(value, name, rows, rows_of=None):
+    """int64 [N] rows per image: N >= 1, non-negative, summing to `rows` (the rows of the
+    array named `rows_of`; no sum check when None)."""
     array = _as_array(value, name)
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"{name}: expected a non-empty 1-D list of rows per image, received "
@@ -100,8 +101,8 @@ def _lengths(value, name, rows):
         raise ValueError(f"{name}: expected non-negative rows per image, received "
                          f"{array.tolist()}")
     if rows is not None and int(array.sum()) != rows:
-        raise ValueError(f"{name}: expected rows per image summing to {rows} (the rows of the "
-                         f"boxes), received {array.tolist()} (sum {int(array.sum())})")
+        raise ValueError(f"{name}: expected rows per image summing to {rows} (the rows of "
+                         f"{rows_of}), received {array.tolist()} (sum {int(array.sum())})")
     return array
 
 
@@ -133,11 +134,6 @@ class _Evaluation:
     def __init__(self, pos_labels, pos_counts, labels, scores, tps):
         self.pos_labels, self.pos_counts = pos_labels, pos_counts
         self.labels, self.scores, self.tps = labels, scores, tps
-
-    @classmethod
-    def empty(cls):
-        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
-                   np.zeros(0, _F32), np.zeros(0, bool))
 
     @classmethod
     def concatenate(cls, parts):
@@ -189,7 +185,7 @@ class _Evaluation:
                 # a float32 cumsum differs in the last bit. Terms: one per true positive.
                 # A one-element float array rounds each double sum to float32 on assignment.
                 terms = precision[counted].astype(np.float64) * steps[counted]
-                average_precision = array.array("f", [0.0])
+                average_precision = _c_array("f", [0.0])
                 for term in terms.tolist():
                     average_precision[0] += term
                 total = _F32(total + _F32(average_precision[0]))
@@ -332,14 +328,15 @@ class DetectionMAP(paddle.metric.Metric):
         detections = _numeric(detections, "detections", 6)
         gt_box = _numeric(gt_box, "gt_box", 4)
         if not nothing_survived:
-            det_lengths = _lengths(detection_lengths, "detection_lengths", len(detections))
+            det_lengths = _lengths(detection_lengths, "detection_lengths", len(detections),
+                                   "detections")
         else:  # the -1 row counted for image 0, or not counted at all
             det_lengths = _lengths(detection_lengths, "detection_lengths", None)
             if det_lengths[1:].any() or det_lengths[0] > 1:
                 raise ValueError(f"detection_lengths: expected [1, 0, ...] or zeros with "
                                  f"detection_output's [[-1]], received {det_lengths.tolist()}")
             det_lengths = np.zeros_like(det_lengths)
-        gt_lens = _lengths(gt_lengths, "gt_lengths", len(gt_box))
+        gt_lens = _lengths(gt_lengths, "gt_lengths", len(gt_box), "gt_box")
         if len(gt_lens) != len(det_lengths):
             raise ValueError(f"gt_lengths: expected {len(det_lengths)} images (as "
                              f"detection_lengths), received {len(gt_lens)}")
