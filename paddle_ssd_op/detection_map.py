@@ -29,6 +29,7 @@ _F32 = np.float32
 _AP_VERSIONS = ("integral", "11point")
 # Fluid casts labels to int; we require integral values that fit an int32.
 _LABEL_LIMIT = 2.0 ** 31
+_PAIRS_PER_CHUNK = 1 << 20
 
 
 def _describe(value):
@@ -216,24 +217,16 @@ def _evaluate_batch(detections, det_lengths, gt_box, gt_label, gt_lengths, diffi
     num_pairs = np.searchsorted(sorted_keys, det_key, "right") - first
 
     best_gt = np.zeros(len(detections), np.int64)
-    matched = np.zeros(len(detections), bool)
-    has_gt = num_pairs > 0
-    if has_gt.any():
-        det_rows = np.flatnonzero(has_gt)
-        counts = num_pairs[det_rows]
-        pair_starts = np.cumsum(counts) - counts
-        pair_det = np.repeat(det_rows, counts)
-        pair_gt = gt_order[np.repeat(first[det_rows] - pair_starts, counts)
-                           + np.arange(int(counts.sum()))]
-        iou = _jaccard(np.clip(detections[pair_det, 2:], _F32(0), _F32(1)), gt_box[pair_gt])
-        # fluid keeps the first gt of largest IoU (strict >, so NaN never wins).
-        iou = np.where(np.isnan(iou), -np.inf, iou).astype(_F32)
-        best = np.maximum.reduceat(iou, pair_starts)
-        is_best = iou == np.repeat(best, counts)
-        first_best = np.minimum.reduceat(np.where(is_best, np.arange(len(iou)), len(iou)),
-                                         pair_starts)
-        best_gt[det_rows] = pair_gt[first_best]
-        matched[det_rows] = best > _F32(overlap_threshold)
+    best_iou = np.full(len(detections), -np.inf, _F32)
+    det_rows = np.flatnonzero(num_pairs)
+    # (detection, gt) pairs in chunks of about _PAIRS_PER_CHUNK: bounded memory however many
+    # gts of one class an image has.
+    pair_counts = num_pairs[det_rows]
+    chunk = (np.cumsum(pair_counts) - pair_counts) // _PAIRS_PER_CHUNK
+    for rows in np.split(det_rows, np.flatnonzero(np.diff(chunk)) + 1) if len(det_rows) else []:
+        best_gt[rows], best_iou[rows] = _best_gts(detections[rows, 2:], first[rows],
+                                                  num_pairs[rows], gt_order, gt_box)
+    matched = best_iou > _F32(overlap_threshold)
 
     ignored = np.zeros(len(detections), bool)
     if not evaluate_difficult:
@@ -249,6 +242,21 @@ def _evaluate_batch(detections, det_lengths, gt_box, gt_label, gt_lengths, diffi
     kept = ~ignored
     return _Evaluation(pos_labels.astype(np.int64), pos_counts.astype(np.int64),
                        det_label[kept], scores[kept], tps[kept])
+
+
+def _best_gts(det_box, first, counts, gt_order, gt_box):
+    """(index, IoU) of each detection's best gt among gt_order[first : first + counts]:
+    fluid's scan keeps the first gt of largest IoU (strict >, so a NaN IoU never wins)."""
+    pair_starts = np.cumsum(counts) - counts
+    pair_det = np.repeat(np.arange(len(counts)), counts)
+    pair_gt = gt_order[np.repeat(first - pair_starts, counts) + np.arange(int(counts.sum()))]
+    iou = _jaccard(np.clip(det_box[pair_det], _F32(0), _F32(1)), gt_box[pair_gt])
+    iou = np.where(np.isnan(iou), -np.inf, iou).astype(_F32)
+    best = np.maximum.reduceat(iou, pair_starts)
+    is_best = iou == np.repeat(best, counts)
+    first_best = np.minimum.reduceat(np.where(is_best, np.arange(len(iou)), len(iou)),
+                                     pair_starts)
+    return pair_gt[first_best], best
 
 
 def _jaccard(pred, gt):

@@ -279,6 +279,17 @@ def test_random_against_reference(seed):
         assert _metric_maps(attrs, batches) == reference_maps(batches, **attrs), attrs
 
 
+def test_pairs_in_chunks(monkeypatch):
+    """The (detection, gt) pairs are evaluated in chunks (bounded memory): tiny chunks too."""
+    import paddle_ssd_op.detection_map as module
+
+    monkeypatch.setattr(module, "_PAIRS_PER_CHUNK", 3)
+    rng = np.random.default_rng(31)
+    for _ in range(30):
+        attrs, batches = _random_case(rng)
+        assert _metric_maps(attrs, batches) == reference_maps(batches, **attrs), attrs
+
+
 @pytest.mark.slow
 def test_random_against_reference_long():
     rng = np.random.default_rng(777)
