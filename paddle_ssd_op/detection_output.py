@@ -280,7 +280,7 @@ def _append_legacy_nms3(boxes, probs, attrs):
 
 def _empty_flag(rois_num):
     """(e, R): [1] tensors of rois_num's dtype, R the rows of the batch and e = 1 if R == 0
-    else 0. (Not paddle.equal: under PIR it logs a warning about an unsupported argument.)"""
+    else 0."""
     total = paddle.sum(rois_num).reshape([1])
     one = paddle.full([1], 1, total.dtype)
     return one - paddle.minimum(total, one), total

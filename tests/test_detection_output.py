@@ -340,6 +340,19 @@ def _run_with_variance(mode, inputs, variance, attrs):
     return [np.array(v) for v in values]
 
 
+def _detect(loc, scores, prior_box, prior_box_var, attrs):
+    return detection_output(loc, scores, prior_box, prior_box_var, **attrs, return_rois_num=True)
+
+
+def test_to_static():
+    """Under paddle.jit.to_static (a PIR or legacy program), with detections and empty."""
+    detect = paddle.jit.to_static(_detect, full_graph=True)
+    for case in (Golden(GOLDEN_FILES[5]), Golden(ALL_EMPTY[0])):
+        out, rois_num = detect(*[paddle.to_tensor(case.inputs[k]) for k in INPUTS], case.attrs)
+        assert_rows(out.numpy(), case.out, "out")
+        np.testing.assert_array_equal(rois_num.numpy(), case.rois_num)
+
+
 def test_float64():
     case = Golden(GOLDEN_FILES[5])
     inputs = {k: v.astype(np.float64) for k, v in case.inputs.items()}
