@@ -166,9 +166,14 @@ def _assert_close(actual, expected):
     np.testing.assert_allclose(np.float32(actual), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("as_tensor", [False, True], ids=["numpy", "tensor"])
+@pytest.mark.parametrize("inputs", ["numpy", "tensor", "static"])
 @pytest.mark.parametrize("path", GOLDEN_FILES, ids=[p.stem for p in GOLDEN_FILES])
-def test_golden(path, as_tensor):
+def test_golden(path, inputs):
+    """NumPy arrays, dygraph tensors, and NumPy arrays in static mode (as fetched from a static
+    program: the metric runs on the host in any mode)."""
+    if inputs == "static":
+        paddle.enable_static()
+    as_tensor = inputs == "tensor"
     attrs, batches, cur_map, accum_map = _golden(path)
     for batch, expected in zip(batches, cur_map):
         fresh = DetectionMAP(**attrs)
