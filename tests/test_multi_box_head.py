@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +44,7 @@ class Golden:
         self.name = Path(path).stem
         self.attrs = json.loads(str(d["attrs"]))
         self.inputs = [d[f"x{i}"] for i in range(int(d["num_inputs"]))]
+        self.dtype = str(self.inputs[0].dtype)
         self.image_shape = [int(v) for v in d["image_shape"]]
         self.params = [d[f"w{i:03d}"] for i in range(int(d["num_params"]))]
         self.param_names = json.loads(str(d["param_names"]))
@@ -89,9 +89,9 @@ def parameter_names(program):
 
 
 def build_static(cases, batch=None, image_hw=None):
-    """One program computing every case's multi_box_head; returns (main, startup, feeds, fetches)
-    with feeds [(data variable, array)] and fetches the 4 outputs of each case. ``batch=-1`` declares a
-    dynamic batch, ``image_hw=-1`` an image of unknown height and width."""
+    """One program computing every case's multi_box_head; returns (main, startup, feeds,
+    fetches) with feeds [(data variable, array)] and fetches the 4 outputs of each case.
+    ``batch=-1`` declares a dynamic batch, ``image_hw=-1`` an image of unknown height and width."""
     main, startup = paddle.static.Program(), paddle.static.Program()
     feeds, fetches = [], []
     with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
@@ -99,13 +99,13 @@ def build_static(cases, batch=None, image_hw=None):
             inputs = []
             for i, x in enumerate(case.inputs):
                 shape = [x.shape[0] if batch is None else batch, *x.shape[1:]]
-                inputs.append(paddle.static.data(f"c{c}_x{i}", shape, "float32"))
+                inputs.append(paddle.static.data(f"c{c}_x{i}", shape, case.dtype))
                 feeds.append((inputs[-1], x))
             n, channels, height, width = case.image_shape
             image_shape = [n if batch is None else batch, channels,
                            *([height, width] if image_hw is None else [image_hw] * 2)]
-            image = paddle.static.data(f"c{c}_image", image_shape, "float32")
-            feeds.append((image, np.zeros(case.image_shape, np.float32)))
+            image = paddle.static.data(f"c{c}_image", image_shape, case.dtype)
+            feeds.append((image, np.zeros(case.image_shape, case.dtype)))
             fetches.extend(multi_box_head(inputs, image, **case.attrs))
     return main, startup, feeds, fetches
 
@@ -187,7 +187,7 @@ def golden_head(case):
     """The case's MultiBoxHead with the golden weights, assigned in parameters() order (which
     must be fluid's creation order: same shapes, same names)."""
     with paddle.utils.unique_name.guard():
-        head = MultiBoxHead(case.in_channels, **case.attrs)
+        head = MultiBoxHead(case.in_channels, dtype=case.dtype, **case.attrs)
     params = head.parameters()
     assert [p.shape for p in params] == [list(w.shape) for w in case.params]
     assert [p.name for p in params] == case.param_names
@@ -197,7 +197,7 @@ def golden_head(case):
 
 
 def run_dygraph(case, head):
-    image = paddle.zeros(case.image_shape)
+    image = paddle.zeros(case.image_shape, case.dtype)
     return [t.numpy() for t in head([paddle.to_tensor(x) for x in case.inputs], image)]
 
 
@@ -546,3 +546,114 @@ def test_inference_model_without_the_package(tmp_path):
     case.assert_matches(expected)
     for got, want in zip(fetched, expected):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# random configurations against the real fluid 1.8.5 (its venv: bash benchmarks/fluid_setup.sh)
+
+ORACLE = Path(__file__).resolve().parent.parent / ".oracle-venv" / "bin" / "python"
+
+# Run by fluid 1.8.5: writes cases in the golden format (plus float64 ones) for random settings
+# beyond the golden set: one input, several min sizes per layer, [-1, 5] max entries, size lists
+# longer than the inputs, step_w with step_h, steps of 0, aspect_ratios None, duplicate ratios,
+# stride 2, kernel [3, 1] with pad [1, 0], 'SAME' padding.
+FLUID_GENERATOR = """\
+import json, sys
+import numpy as np
+import paddle.fluid as fluid
+
+rng = np.random.RandomState(int(sys.argv[1]))
+RATIOS = [[2.0], [2.0, 3.0], [1.0, 2.0], [2.0, 0.5], [3.0, 3.0], [1.5], [2.0, 1.0000001]]
+CONVS = [{}, dict(kernel_size=3, pad=1), dict(kernel_size=[3, 1], pad=[1, 0]),
+         dict(stride=2), dict(kernel_size=3, pad="SAME")]
+
+
+def sizes(num_layers):
+    mins, maxs = [], []
+    for _ in range(num_layers):
+        if rng.rand() < 0.3:
+            low = sorted(rng.uniform(20, 200, 2).round(1).tolist())
+            high = [v + float(rng.uniform(5, 80)) for v in low] if rng.rand() < 0.6 else []
+        else:
+            low = round(float(rng.uniform(20, 250)), 1)
+            r = rng.rand()
+            high = [] if r < 0.2 else [-1.0, 5.0] if r > 0.8 else low + float(rng.uniform(5, 99))
+        mins.append(low)
+        maxs.append(high)
+    if num_layers > 2 and rng.rand() < 0.3:
+        mins.append(99.0)
+        maxs.append(150.0)
+    return dict(min_sizes=mins, max_sizes=maxs)
+
+
+def steps(num_layers):
+    kind = rng.randint(4)
+    pick = lambda values: [float(rng.choice(values)) for _ in range(num_layers)]
+    return [{}, dict(steps=pick([0.0, 16.0, 30.0])),
+            dict(step_w=pick([0.0, 16.0, 30.0]), step_h=pick([0.0, 20.0, 32.0])),
+            dict(step_h=[10.0] * num_layers)][kind]
+
+
+for k in range(int(sys.argv[3])):
+    num_layers = int(rng.randint(1, 5))
+    height, width = [(300, 300), (240, 320)][rng.randint(2)]
+    cells = sorted(rng.choice([1, 2, 3, 5, 7, 10], num_layers).tolist(), reverse=True)
+    maps = [(c, max(1, int(round(c * width / height)))) for c in cells]
+    attrs = dict(base_size=int(rng.choice([300, 512])), num_classes=int(rng.choice([2, 3, 5])),
+                 aspect_ratios=[RATIOS[rng.randint(len(RATIOS))] for _ in range(num_layers)],
+                 offset=float(rng.choice([0.0, 0.5, 0.3])), flip=bool(rng.rand() < 0.6),
+                 clip=bool(rng.rand() < 0.5), min_max_aspect_ratios_order=bool(rng.rand() < 0.5))
+    if num_layers > 2 and rng.rand() < 0.3:
+        attrs.update(min_ratio=int(rng.randint(5, 25)), max_ratio=int(rng.randint(60, 95)))
+    else:
+        attrs.update(sizes(num_layers))
+    attrs.update(steps(num_layers))
+    attrs.update(CONVS[rng.randint(len(CONVS))])
+    if rng.rand() < 0.2:
+        attrs["variance"] = [0.3, 0.1, 0.25, 0.2]
+    if rng.rand() < 0.1:
+        attrs["aspect_ratios"] = None
+    dtype = "float64" if rng.rand() < 0.15 else "float32"
+    n = int(rng.randint(1, 3))
+    channels = [int(rng.choice([2, 3, 6])) for _ in range(num_layers)]
+    main, startup = fluid.Program(), fluid.Program()
+    with fluid.program_guard(main, startup), fluid.unique_name.guard():
+        xs = [fluid.data("x%d" % i, [None, c, h, w], dtype)
+              for i, (c, (h, w)) in enumerate(zip(channels, maps))]
+        image = fluid.data("image", [None, 3, height, width], dtype)
+        outputs = fluid.layers.multi_box_head(xs, image, **attrs)
+    exe = fluid.Executor(fluid.CPUPlace())
+    exe.run(startup)
+    params = main.global_block().all_parameters()
+    case = dict(attrs=json.dumps(attrs), num_inputs=num_layers, num_params=len(params),
+                image_shape=np.array([n, 3, height, width]),
+                param_names=json.dumps([p.name for p in params]))
+    for i, p in enumerate(params):
+        case["w%03d" % i] = rng.normal(0, 0.5, p.shape).astype(dtype)
+        fluid.global_scope().find_var(p.name).get_tensor().set(case["w%03d" % i],
+                                                                fluid.CPUPlace())
+    feed = {"image": np.zeros(case["image_shape"], dtype)}
+    for i, (c, (h, w)) in enumerate(zip(channels, maps)):
+        case["x%d" % i] = feed["x%d" % i] = rng.normal(size=(n, c, h, w)).astype(dtype)
+    results = exe.run(main, feed=feed, fetch_list=list(outputs))
+    case.update(zip(["mbox_locs", "mbox_confs", "boxes", "variances"], results))
+    np.savez("%s/random_%03d.npz" % (sys.argv[2], k), **case)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ORACLE.exists(), reason="no fluid 1.8.5 venv (.oracle-venv)")
+def test_random_against_fluid(tmp_path):
+    (tmp_path / "generate.py").write_text(FLUID_GENERATOR)
+    proc = subprocess.run([str(ORACLE), "generate.py", "11", str(tmp_path), "48"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    cases = [Golden(p) for p in sorted(tmp_path.glob("random_*.npz"))]
+    assert len(cases) == 48 and {c.dtype for c in cases} == {"float32", "float64"}
+    assert 1 in {len(c.inputs) for c in cases}
+    for case in cases:
+        case.assert_matches(run_dygraph(case, golden_head(case)))
+    for start in range(0, len(cases), 12):
+        group = cases[start:start + 12]
+        for case, outputs in zip(group, run_static(group)):
+            case.assert_matches(outputs)
