@@ -69,9 +69,11 @@ def _as_int(name, value, minimum):
 
 
 def _as_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool, received {type(value).__name__} {value!r}")
-    return bool(value)
+    """A bool; fluid also took the ints 0 and 1."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral)
+                                               and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name}: expected a bool, received {type(value).__name__} {value!r}")
 
 
 def _as_list(name, value, length=None, what="a list or tuple"):

@@ -364,7 +364,7 @@ OPTION_ERRORS = [
     (dict(OK, variance=[0.1, 0.1, 0.2, 1e39]), ValueError, "variance"),
     (dict(OK, variance=0.1), TypeError, "variance"),
     (dict(OK, flip="yes"), TypeError, "flip"),
-    (dict(OK, clip=1), TypeError, "clip"),
+    (dict(OK, clip=2), TypeError, "clip"),
     (dict(OK, min_max_aspect_ratios_order=None), TypeError, "min_max_aspect_ratios_order"),
     (dict(OK, kernel_size=0), ValueError, "kernel_size"),
     (dict(OK, kernel_size=1.5), TypeError, "kernel_size"),
@@ -464,7 +464,8 @@ def test_multi_box_head_refuses_dygraph():
 def test_fluid_accepts():
     """What fluid silently accepted still works: None aspect ratios (1.0 only), a max entry <= 0
     (no max box), size lists longer than the inputs (extras ignored), step_h without step_w
-    (ignored), a step of 0 (image size / map size), numpy numbers, the 'SAME' padding."""
+    (ignored), a step of 0 (image size / map size), numpy numbers, 0/1 for bools, a float
+    base_size, the 'SAME' padding."""
     image = paddle.zeros(IMAGE)
     base = MultiBoxHead([4, 4, 4], 300, 3, None, min_sizes=[30, 60, 111],
                         max_sizes=[[], 111.0, 162.0])
@@ -474,11 +475,12 @@ def test_fluid_accepts():
         dict(max_sizes=[[-1.0, 5.0], 111.0, 162.0, None], step_h=[1.0, 2.0, 3.0]),
         dict(max_sizes=[[], np.float32(111.0), 162], steps=[0.0, 75.0, 0.0],
              step_w=[37.5, 75.0, 150.0], step_h=[37.5, 75.0, 150.0]),
+        dict(max_sizes=[[], 111.0, 162.0], base_size=512.5, flip=1, clip=0, name="head"),
     ]
     want = [t.numpy() for t in base(feature_maps(), image)]
     for options in variants:
-        head = MultiBoxHead([4, 4, 4], 300, 3, None, **dict(dict(min_sizes=[30, 60, 111]),
-                                                            **options))
+        kwargs = dict(dict(base_size=300, min_sizes=[30, 60, 111]), **options)
+        head = MultiBoxHead([4, 4, 4], num_classes=3, aspect_ratios=None, **kwargs)
         head.set_state_dict(base.state_dict())
         got = [t.numpy() for t in head(feature_maps(), image)]
         for g, w in zip(got, want):
