@@ -113,13 +113,13 @@ def _nms_attrs(background_label, nms_threshold, nms_top_k, keep_top_k, score_thr
     score_threshold = _as_unit_interval("score_threshold", score_threshold)
     nms_top_k = _as_top_k("nms_top_k", nms_top_k)
     keep_top_k = _as_top_k("keep_top_k", keep_top_k)
-    nms_eta = _as_float32("nms_eta", nms_eta)
-    if not 0.0 < nms_eta <= 1.0:
-        raise ValueError(f"nms_eta: expected a number in (0, 1], received {nms_eta}")
+    eta = _as_float32("nms_eta", nms_eta)
+    if not 0.0 < eta <= 1.0:
+        raise ValueError(f"nms_eta: expected a number in (0, 1], received {nms_eta!r}")
     if _as_choice("nms_attrs", nms_attrs, _NMS_ATTRS) == "fluid":
-        background_label, nms_eta = _FLUID_BACKGROUND_LABEL, _FLUID_NMS_ETA
+        background_label, eta = _FLUID_BACKGROUND_LABEL, _FLUID_NMS_ETA
     normalized = True  # fluid's box_coder decodes normalized boxes, so IoU has no +1
-    return (score_threshold, nms_top_k, keep_top_k, nms_threshold, normalized, nms_eta,
+    return (score_threshold, nms_top_k, keep_top_k, nms_threshold, normalized, eta,
             background_label)
 
 
@@ -130,7 +130,9 @@ def _as_choice(name, value, choices):
 
 
 def _as_bool(name, value):
-    if isinstance(value, (bool, np.bool_)):
+    # fluid tested return_index for truth: 0 and 1 work there too.
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral)
+                                               and value in (0, 1)):
         return bool(value)
     raise TypeError(f"{name}: expected a bool, received {type(value).__name__} {value!r}")
 
@@ -163,10 +165,10 @@ def _as_float32(name, value):
 
 
 def _as_unit_interval(name, value):
-    value = _as_float32(name, value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}: expected a number in [0, 1], received {value}")
-    return value
+    as_float32 = _as_float32(name, value)
+    if not 0.0 <= as_float32 <= 1.0:
+        raise ValueError(f"{name}: expected a number in [0, 1], received {value!r}")
+    return as_float32
 
 
 def _is_tensor(x):

@@ -395,13 +395,15 @@ ERRORS = [
     ({"prior_box_var": [0.1, 0.1, float("nan"), 0.2]}, ValueError, "prior_box_var: expected"),
     ({"nms_threshold": 1.5}, ValueError, "nms_threshold: expected a number in [0, 1], "
                                          "received 1.5"),
-    ({"nms_threshold": -0.1}, ValueError, "nms_threshold: expected a number in [0, 1]"),
+    ({"nms_threshold": -0.1}, ValueError, "nms_threshold: expected a number in [0, 1], "
+                                          "received -0.1"),
     ({"nms_threshold": float("nan")}, ValueError, "nms_threshold: expected a finite"),
     ({"nms_threshold": "0.3"}, TypeError, "nms_threshold: expected a number"),
     ({"score_threshold": 1e39}, ValueError, "score_threshold: expected a finite float32"),
     ({"score_threshold": -0.5}, ValueError, "score_threshold: expected a number in [0, 1]"),
     ({"score_threshold": None}, TypeError, "score_threshold: expected a number"),
-    ({"nms_eta": 0.0}, ValueError, "nms_eta: expected a number in (0, 1]"),
+    ({"nms_eta": 0.0}, ValueError, "nms_eta: expected a number in (0, 1], received 0.0"),
+    ({"nms_eta": 1e-50}, ValueError, "nms_eta: expected a number in (0, 1]"),  # 0 as float32
     ({"nms_eta": 1.5}, ValueError, "nms_eta: expected a number in (0, 1]"),
     ({"nms_eta": float("inf")}, ValueError, "nms_eta: expected a finite"),
     ({"nms_top_k": 0}, ValueError, "nms_top_k: expected -1 (all) or an int > 0, received 0"),
@@ -412,7 +414,8 @@ ERRORS = [
     ({"keep_top_k": True}, TypeError, "keep_top_k: expected an int"),
     ({"background_label": 0.0}, TypeError, "background_label: expected an int"),
     ({"background_label": "0"}, TypeError, "background_label: expected an int"),
-    ({"return_index": 1}, TypeError, "return_index: expected a bool"),
+    ({"return_index": 2}, TypeError, "return_index: expected a bool, received int 2"),
+    ({"return_index": "yes"}, TypeError, "return_index: expected a bool"),
     ({"return_rois_num": None}, TypeError, "return_rois_num: expected a bool"),
     ({"nms_attrs": "all"}, ValueError, "nms_attrs: expected one of"),
     ({"empty_result": None}, ValueError, "empty_result: expected one of"),
@@ -447,15 +450,21 @@ def test_errors_static():
 @pytest.mark.parametrize("values", [dict(nms_threshold=0, score_threshold=1, nms_eta=1e-6),
                                     dict(nms_threshold=1.0, score_threshold=0.0, nms_top_k=-1,
                                          keep_top_k=-1, background_label=-1),
-                                    dict(background_label=2**31 - 1, nms_top_k=2**31 - 1)])
+                                    dict(background_label=2**31 - 1, nms_top_k=2**31 - 1),
+                                    dict(return_index=1, return_rois_num=0)])
 def test_limits_accepted(values):
     """The ends of every range, and values fluid accepted, run (ints and numpy scalars too)."""
     args = _args()
     args["scores"] = paddle.to_tensor(np.random.default_rng(0).normal(size=(2, 5, 3)),
                                       dtype="float32")
-    detection_output(**args, **values)
-    detection_output(**args, **{k: np.float32(v) if isinstance(v, float) else np.int64(v)
-                                for k, v in values.items()})
+    returned = 1 + values.get("return_index", 0)
+    for given in (values, {k: np.float32(v) if isinstance(v, float) else np.int64(v)
+                           for k, v in values.items()}):
+        results = detection_output(**args, **given)
+        if returned > 1:
+            assert isinstance(results, tuple) and len(results) == returned
+        else:
+            assert isinstance(results, paddle.Tensor)
 
 
 # ---------------------------------------------------------------------------------------------
