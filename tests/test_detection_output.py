@@ -73,7 +73,8 @@ def run_static_calls(inputs, calls):
     paddle.enable_static()
     try:
         legacy = not _pir_static()
-        main, _, results = static_program({k: list(v.shape) for k, v in inputs.items()}, calls)
+        main, _, results = static_program({k: list(v.shape) for k, v in inputs.items()}, calls,
+                                          str(inputs["loc"].dtype))
         fetch = [x for r in results for x in r]
         # A LoD output cannot be fetched as NumPy (as in fluid): fetch the tensors.
         values = paddle.static.Executor(paddle.CPUPlace()).run(
@@ -353,13 +354,14 @@ def test_to_static():
         np.testing.assert_array_equal(rois_num.numpy(), case.rois_num)
 
 
-def test_float64():
-    case = Golden(GOLDEN_FILES[5])
-    inputs = {k: v.astype(np.float64) for k, v in case.inputs.items()}
-    (out, index), _ = run_dygraph(inputs, **case.attrs, return_index=True)
-    assert out.dtype == np.float64
-    assert_rows(out, case.out_ri, "out")
-    np.testing.assert_array_equal(index, case.index)
+@pytest.mark.parametrize("mode", sorted(RUNNERS))
+def test_float64(mode):
+    for case in (Golden(GOLDEN_FILES[5]), Golden(ALL_EMPTY[0])):
+        inputs = {k: v.astype(np.float64) for k, v in case.inputs.items()}
+        (out, rois_num), _ = RUNNERS[mode](inputs, **case.attrs, return_rois_num=True)
+        assert out.dtype == np.float64
+        assert_rows(out, case.out, "out")
+        np.testing.assert_array_equal(rois_num, case.rois_num)
 
 
 # ---------------------------------------------------------------------------------------------
