@@ -73,9 +73,16 @@ def detection_output(loc, scores, prior_box, prior_box_var, background_label=0,
     if paddle.in_dynamic_mode():
         with paddle.no_grad():
             boxes, probs = _decode(loc, scores, prior_box, variance)
+            place = boxes.place
+            if not place.is_cpu_place():
+                # Paddle's GPU multiclass_nms3 is another algorithm (rows not in fluid's order,
+                # limits on the top-k): fluid's is the CPU kernel.
+                boxes, probs = boxes.cpu(), probs.cpu()
             out, index, rois_num = paddle._C_ops.multiclass_nms3(boxes, probs, None, *attrs)
         if sentinel and out.shape[0] == 0:
             out = paddle.full([1, 1], -1.0, out.dtype)
+        if not place.is_cpu_place():
+            out, index, rois_num = (x._copy_to(place, True) for x in (out, index, rois_num))
     else:
         boxes, probs = _decode(loc, scores, prior_box, variance)
         if _in_pir_mode():
@@ -275,8 +282,11 @@ def _append_legacy_nms3(boxes, probs, attrs):
     outputs = {"Out": helper.create_variable_for_type_inference(boxes.dtype),
                "Index": helper.create_variable_for_type_inference("int32"),
                "NmsRoisNum": helper.create_variable_for_type_inference("int32")}
-    helper.append_op(type="multiclass_nms3", inputs={"BBoxes": boxes, "Scores": probs},
-                     outputs=outputs, attrs=dict(zip(_ATTR_NAMES, attrs)))
+    # On the CPU in any place, as fluid's NMS ops: Paddle's GPU kernel of this op is another
+    # algorithm (rows not in fluid's order).
+    with paddle.static.device_guard("cpu"):
+        helper.append_op(type="multiclass_nms3", inputs={"BBoxes": boxes, "Scores": probs},
+                         outputs=outputs, attrs=dict(zip(_ATTR_NAMES, attrs)))
     return outputs["Out"], outputs["Index"], outputs["NmsRoisNum"]
 
 
