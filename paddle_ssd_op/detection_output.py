@@ -164,8 +164,11 @@ def _as_float32(name, value):
     """A number as the float32 op attribute will hold it (1e39 is inf there)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a number, received {type(value).__name__} {value!r}")
-    with np.errstate(over="ignore"):
-        as_float32 = float(np.float32(value))
+    try:
+        with np.errstate(over="ignore"):
+            as_float32 = float(np.float32(value))
+    except OverflowError:  # an int beyond float64
+        as_float32 = float("inf")
     if not np.isfinite(as_float32):
         raise ValueError(f"{name}: expected a finite float32 number, received {value!r}")
     return as_float32

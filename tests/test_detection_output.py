@@ -402,6 +402,7 @@ ERRORS = [
     ({"nms_threshold": float("nan")}, ValueError, "nms_threshold: expected a finite"),
     ({"nms_threshold": "0.3"}, TypeError, "nms_threshold: expected a number"),
     ({"score_threshold": 1e39}, ValueError, "score_threshold: expected a finite float32"),
+    ({"score_threshold": 10**400}, ValueError, "score_threshold: expected a finite float32"),
     ({"score_threshold": -0.5}, ValueError, "score_threshold: expected a number in [0, 1]"),
     ({"score_threshold": None}, TypeError, "score_threshold: expected a number"),
     ({"nms_eta": 0.0}, ValueError, "nms_eta: expected a number in (0, 1], received 0.0"),
