@@ -334,8 +334,11 @@ def _check_tensors(inputs, image):
             raise ValueError(f"{name}: expected a 4-D tensor [N, C, H, W], received shape "
                              f"{list(x.shape)}")
     for i, x in enumerate(inputs):
-        if _dtype(x) not in _FLOAT_DTYPES or _dtype(x) != _dtype(inputs[0]):
-            raise TypeError(f"inputs[{i}]: expected dtype float32 or float64, that of inputs[0] "
+        if _dtype(x) not in _FLOAT_DTYPES:
+            raise TypeError(f"inputs[{i}]: expected dtype float32 or float64, received "
+                            f"{_dtype(x)}")
+        if _dtype(x) != _dtype(inputs[0]):
+            raise TypeError(f"inputs[{i}]: expected the dtype of inputs[0] "
                             f"({_dtype(inputs[0])}), received {_dtype(x)}")
         n, n0 = x.shape[0], inputs[0].shape[0]
         if n >= 0 and n0 >= 0 and n != n0:
