@@ -344,6 +344,9 @@ def _check_tensors(inputs, image):
         if n >= 0 and n0 >= 0 and n != n0:
             raise ValueError(f"inputs[{i}]: expected the batch size of inputs[0] ({n0}), "
                              f"received shape {list(x.shape)}")
+        if 0 in x.shape[1:]:
+            raise ValueError(f"inputs[{i}]: expected C, H and W >= 1, received shape "
+                             f"{list(x.shape)}")
         for axis, what in ((2, "height"), (3, "width")):
             size, image_size = x.shape[axis], image.shape[axis]
             # fluid's prior_box op: the map must be smaller than the image

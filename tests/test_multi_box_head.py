@@ -425,6 +425,7 @@ INPUT_ERRORS = [
      {}, TypeError, r"inputs\[0\]"),
     (lambda: (feature_maps(sizes=(8, 4, 300)), paddle.zeros(IMAGE)), {},
      ValueError, r"inputs\[2\]"),
+    (lambda: (feature_maps(sizes=(8, 0, 2)), paddle.zeros(IMAGE)), {}, ValueError, r"inputs\[1\]"),
     (lambda: (feature_maps(), paddle.zeros(IMAGE)), dict(kernel_size=3), ValueError,
      "kernel_size"),
     (lambda: (feature_maps(), paddle.zeros(IMAGE)), dict(kernel_size=[3, 1], pad="VALID"),
