@@ -278,13 +278,15 @@ def test_nms_attrs_forwarded_changes_results():
 
 
 @pytest.mark.parametrize("mode", sorted(RUNNERS))
-def test_nms_attrs_forwarded_static(mode):
+def test_nms_attrs_forwarded_modes(mode):
+    """The option in every mode, with and without rois_num (two paths in legacy programs)."""
     case = Golden(FORWARDED_CASES[0])
     expected = reference(case.inputs, **case.attrs)
-    (out, index), _ = RUNNERS[mode](case.inputs, **case.attrs, return_index=True,
-                                    nms_attrs="forwarded")
-    assert_rows(out, expected[0], "out")
-    np.testing.assert_array_equal(index, expected[1])
+    for return_rois_num in (True, False):
+        arrays, _ = RUNNERS[mode](case.inputs, **case.attrs, return_index=True,
+                                  return_rois_num=return_rois_num, nms_attrs="forwarded")
+        assert_rows(arrays[0], expected[0], "out")
+        np.testing.assert_array_equal(arrays[1], expected[1])
 
 
 ALL_EMPTY = [p for p in GOLDEN_FILES if bool(np.load(p)["all_empty"])]
@@ -292,16 +294,19 @@ ALL_EMPTY = [p for p in GOLDEN_FILES if bool(np.load(p)["all_empty"])]
 
 @pytest.mark.parametrize("mode", sorted(RUNNERS))
 def test_empty_result_option(mode):
-    """empty_result='empty': an empty batch gives [0, 6] rows (and the LoD of zeros)."""
+    """empty_result='empty': an empty batch gives [0, 6] rows (and the LoD of zeros), with and
+    without rois_num (two paths in legacy programs)."""
     case = Golden(ALL_EMPTY[0])
     n = case.inputs["loc"].shape[0]
     assert n > 1
-    (out, rois_num), lod = RUNNERS[mode](case.inputs, **case.attrs, return_rois_num=True,
-                                         empty_result="empty")
-    assert out.shape == (0, 6)
-    np.testing.assert_array_equal(rois_num, np.zeros(n))
-    if lod is not None:
-        assert lod == [[0] * (n + 1)]
+    for return_rois_num in (True, False):
+        arrays, lod = RUNNERS[mode](case.inputs, **case.attrs, return_rois_num=return_rois_num,
+                                    empty_result="empty")
+        assert arrays[0].shape == (0, 6)
+        if return_rois_num:
+            np.testing.assert_array_equal(arrays[1], np.zeros(n))
+        if lod is not None:
+            assert lod == [[0] * (n + 1)]
     # With detections the option changes nothing.
     case = Golden(GOLDEN_FILES[5])
     assert_rows(RUNNERS[mode](case.inputs, **case.attrs, empty_result="empty")[0][0], case.out,
