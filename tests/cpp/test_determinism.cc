@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -129,5 +131,46 @@ TEST_CASE(determinism, pool_serves_nested_concurrent_and_forked_calls) {
   CHECK_EQ(waited, child);
   CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   CHECK(same_as_serial(test::run(pb)));
+  ssd_loss::set_num_threads(0);
+}
+
+// An exception thrown on a pool thread must reach the caller (leaving a thread's function, it
+// would end the process), after every other range has run; the pool serves the next call.
+TEST_CASE(determinism, worker_exception_reaches_the_caller) {
+  ssd_loss::set_num_threads(4);
+  for (int64_t failing : {int64_t{0}, int64_t{5}}) {  // on the calling thread, on a pool thread
+    std::vector<int> visits(8, 0);
+    bool caught = false;
+    try {
+      ssd_loss::parallel_for(8, [&](int64_t begin, int64_t end, int) {
+        for (int64_t i = begin; i < end; ++i) ++visits[i];
+        if (begin <= failing && failing < end) throw std::runtime_error("range failed");
+      });
+    } catch (const std::runtime_error& e) {
+      caught = std::string(e.what()) == "range failed";
+    }
+    CHECK(caught);
+    for (int v : visits) CHECK_EQ(v, 1);
+  }
+  std::vector<int> visits(8, 0);
+  ssd_loss::parallel_for(8, [&](int64_t begin, int64_t end, int) {
+    for (int64_t i = begin; i < end; ++i) ++visits[i];
+  });
+  for (int v : visits) CHECK_EQ(v, 1);
+  ssd_loss::set_num_threads(0);
+}
+
+// Lowering the count ends the pool's threads beyond it; raising it again starts new ones.
+TEST_CASE(determinism, lowering_the_thread_count_shrinks_the_pool) {
+  const test::Problem<float> pb = random_batch(8);
+  ssd_loss::set_num_threads(1);
+  const test::Result<float> serial = test::run(pb);
+  for (int threads : {8, 2, 6, 1, 3}) {
+    ssd_loss::set_num_threads(threads);
+    const test::Result<float> r = test::run(pb);
+    CHECK(same_bits(r.loss, serial.loss) && same_bits(r.grad_confidence, serial.grad_confidence));
+  }
+  ssd_loss::set_num_threads(ssd_loss::kMaxThreads + 1);
+  CHECK_EQ(ssd_loss::num_threads(), ssd_loss::kMaxThreads);
   ssd_loss::set_num_threads(0);
 }
