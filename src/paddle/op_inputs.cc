@@ -126,6 +126,9 @@ void check_inputs(const paddle::Tensor& location, const paddle::Tensor& confiden
   SSD_CHECK(cs.size() == 3 && cs[0] == ls[0] && cs[1] == ls[1],
            "confidence: expected shape [N, Np, C] = [", ls[0], ", ", ls[1], ", C], received ",
            shape_str(cs));
+  // An empty batch is refused: Paddle 2.6 cannot return the op's empty outputs.
+  SSD_CHECK(ls[0] > 0, "location: expected at least one image (N > 0), received shape ",
+           shape_str(ls));
   SSD_CHECK(ls[1] > 0, "location: expected at least one prior (Np > 0), received shape ",
            shape_str(ls));
   SSD_CHECK(cs[2] > 0, "confidence: expected at least one class (C > 0), received shape ",

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "op_boundary.h"
 #include "op_inputs.h"
 #include "output_cache.h"
 #include "paddle/extension.h"
@@ -21,7 +22,7 @@ paddle::Tensor on_host(const paddle::Tensor& t) {
   return t.is_cpu() ? t : t.copy_to(paddle::CPUPlace(), true);
 }
 
-std::vector<paddle::Tensor> SsdLossForward(
+std::vector<paddle::Tensor> forward(
     const paddle::Tensor& location_in, const paddle::Tensor& confidence_in,
     const paddle::Tensor& gt_box_in, const paddle::Tensor& gt_label_in,
     const paddle::Tensor& prior_box_in, const paddle::optional<paddle::Tensor>& prior_box_var_in,
@@ -95,7 +96,7 @@ std::vector<paddle::Tensor> SsdLossForward(
   return {loss, match, target_class, loc_target, softmax_stats, normalizer};
 }
 
-std::vector<paddle::Tensor> SsdLossBackward(
+std::vector<paddle::Tensor> backward(
     const paddle::Tensor& location_in, const paddle::Tensor& confidence_in,
     const paddle::Tensor& match_in, const paddle::Tensor& target_class_in,
     const paddle::Tensor& loc_target_in, const paddle::Tensor& softmax_stats_in,
@@ -141,6 +142,58 @@ std::vector<paddle::Tensor> SsdLossBackward(
   return {grad_location, grad_confidence};
 }
 
+// The kernels Paddle calls: forward / backward behind the exception boundary.
+std::vector<paddle::Tensor> SsdLossForward(
+    const paddle::Tensor& location, const paddle::Tensor& confidence, const paddle::Tensor& gt_box,
+    const paddle::Tensor& gt_label, const paddle::Tensor& prior_box,
+    const paddle::optional<paddle::Tensor>& prior_box_var,
+    const paddle::optional<paddle::Tensor>& gt_lengths, int background_label,
+    float overlap_threshold, float neg_pos_ratio, float neg_overlap, float loc_loss_weight,
+    float conf_loss_weight, const std::string& match_type, const std::string& mining_type,
+    const std::string& normalization, int sample_size, int min_negatives_per_image,
+    const std::string& neg_overlap_mode) {
+  return ssd_op::at_op_boundary("fused_ssd_loss", [&] {
+    return forward(location, confidence, gt_box, gt_label, prior_box, prior_box_var, gt_lengths,
+                   background_label, overlap_threshold, neg_pos_ratio, neg_overlap,
+                   loc_loss_weight, conf_loss_weight, match_type, mining_type, normalization,
+                   sample_size, min_negatives_per_image, neg_overlap_mode);
+  });
+}
+
+std::vector<paddle::Tensor> SsdLossBackward(
+    const paddle::Tensor& location, const paddle::Tensor& confidence, const paddle::Tensor& match,
+    const paddle::Tensor& target_class, const paddle::Tensor& loc_target,
+    const paddle::Tensor& softmax_stats, const paddle::Tensor& normalizer,
+    const paddle::Tensor& grad_loss, float loc_loss_weight, float conf_loss_weight) {
+  return ssd_op::at_op_boundary("fused_ssd_loss_grad", [&] {
+    return backward(location, confidence, match, target_class, loc_target, softmax_stats,
+                    normalizer, grad_loss, loc_loss_weight, conf_loss_weight);
+  });
+}
+
+// The op has no second-order gradient. This node only exists so that differentiating its gradient
+// again (paddle.grad(..., create_graph=True), then a second grad) raises an error naming the op,
+// instead of Paddle's "does not appear in the backward graph" or a silently missing term.
+std::vector<paddle::Tensor> SsdLossDoubleBackward(const paddle::Tensor&, const paddle::Tensor&,
+                                                  const paddle::Tensor&, const paddle::Tensor&) {
+  PADDLE_THROW(phi::errors::Unimplemented(
+      "fused_ssd_loss (paddle_ssd_op.ssd_loss) has no second-order gradient: its gradient cannot "
+      "be differentiated again. Take the gradient of the loss without create_graph=True, or keep "
+      "the loss out of the part of the graph that is differentiated twice."));
+}
+
+std::vector<std::vector<int64_t>> SsdLossDoubleBackwardInferShape(
+    const std::vector<int64_t>& location, const std::vector<int64_t>& confidence,
+    const std::vector<int64_t>&, const std::vector<int64_t>&) {
+  return {location, confidence};
+}
+
+std::vector<paddle::DataType> SsdLossDoubleBackwardInferDtype(
+    const paddle::DataType& location, const paddle::DataType& confidence,
+    const paddle::DataType&, const paddle::DataType&) {
+  return {location, confidence};
+}
+
 std::vector<std::vector<int64_t>> SsdLossInferShape(
     const std::vector<int64_t>& location, const std::vector<int64_t>& confidence,
     const std::vector<int64_t>& gt_box, const std::vector<int64_t>& gt_label,
@@ -179,6 +232,14 @@ PD_BUILD_GRAD_OP(fused_ssd_loss)
     .Outputs({paddle::Grad("Location"), paddle::Grad("Confidence")})
     .Attrs({"loc_loss_weight: float", "conf_loss_weight: float"})
     .SetKernelFn(PD_KERNEL(SsdLossBackward));
+
+PD_BUILD_DOUBLE_GRAD_OP(fused_ssd_loss)
+    .Inputs({"Location", "Confidence", paddle::Grad(paddle::Grad("Location")),
+             paddle::Grad(paddle::Grad("Confidence"))})
+    .Outputs({paddle::Grad("Location"), paddle::Grad("Confidence")})
+    .SetKernelFn(PD_KERNEL(SsdLossDoubleBackward))
+    .SetInferShapeFn(PD_INFER_SHAPE(SsdLossDoubleBackwardInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(SsdLossDoubleBackwardInferDtype));
 
 // Thread and cache control for Python (paddle_ssd_op.set_num_threads, empty_cache), via ctypes.
 extern "C" {
