@@ -10,12 +10,9 @@ import numbers
 import numpy as np
 import paddle
 
+from . import _core
 from ._loader import OP_NAME
 
-_MATCH_TYPES = ("bipartite", "per_prediction")
-_MINING_TYPES = ("max_negative", "hard_example")
-_NORMALIZATIONS = ("valid", "full", "batch_size", "none")
-_NEG_OVERLAP_MODES = ("fluid", "caffe")
 _FLOAT_DTYPES = ("float32", "float64")
 # Predictions of these dtypes are computed in float32 (casts around the op): the loss and the
 # gradients of location and confidence come back in the input dtype.
@@ -92,11 +89,16 @@ def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=No
     if half:
         location, confidence = paddle.cast(location, dtype), paddle.cast(confidence, dtype)
 
+    if dynamic and not paddle.is_grad_enabled():
+        # Under paddle.no_grad() the op must record no graph: the custom-op runner ignores the
+        # grad mode, but not inputs that need no gradient.
+        location, confidence = location.detach(), confidence.detach()
     inputs = (location, confidence, gt_box, gt_label, prior_box, prior_box_var, gt_lengths)
     if dynamic or _in_pir_mode():
         outs = _run_custom_op(*inputs, *attrs)
-        for aux in outs[1:]:
-            aux.stop_gradient = True
+        recording = not dynamic or paddle.is_grad_enabled()
+        for out in outs[1:] if recording else outs:  # the saved state is never differentiable
+            out.stop_gradient = True
     else:
         outs = _append_legacy_op(inputs, attrs, dtype, name)
     loss = paddle.cast(outs[0], half) if half else outs[0]
@@ -121,52 +123,33 @@ def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=No
 def _op_attrs(background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
               conf_loss_weight, match_type, mining_type, normalize, sample_size, normalization,
               min_negatives_per_image, neg_overlap_mode):
-    """The op's attributes, each cast to its declared C++ type, in declaration order."""
-    match_type = _as_choice("match_type", match_type, _MATCH_TYPES)
-    mining_type = _as_choice("mining_type", mining_type, _MINING_TYPES)
+    """The op's attributes, each cast to its declared C++ type, in declaration order. Their value
+    rules are the core's (``_core.check_options``, the same the op applies when it runs), so a bad
+    value gets the same message here as from a saved program."""
     normalize = _as_bool("normalize", normalize)
     if normalization is None:
         normalization = "valid" if normalize else "none"
-    normalization = _as_choice("normalization", normalization, _NORMALIZATIONS)
-    neg_overlap_mode = _as_choice("neg_overlap_mode", neg_overlap_mode, _NEG_OVERLAP_MODES)
-    ratio = _as_float("neg_pos_ratio", neg_pos_ratio)
-    if not ratio > 0:
-        raise ValueError(f"neg_pos_ratio: expected a number > 0, received {neg_pos_ratio!r}")
-    min_negatives = _as_int("min_negatives_per_image", min_negatives_per_image)
-    if min_negatives < 0:
-        raise ValueError(f"min_negatives_per_image: expected an int >= 0, received {min_negatives}")
-    if sample_size is not None:
-        sample_size = _as_int("sample_size", sample_size)
-        if sample_size < 0:
-            raise ValueError(f"sample_size: expected None or an int >= 0, received {sample_size}")
-    if mining_type == "hard_example":
-        if sample_size is None or sample_size == 0:
-            raise ValueError(f"sample_size: expected an int > 0 with mining_type='hard_example' "
-                             f"(the priors kept per image), received {sample_size!r}")
-        if min_negatives or neg_overlap_mode != "fluid":
-            raise ValueError("min_negatives_per_image, neg_overlap_mode: apply to "
-                             "mining_type='max_negative' only; received mining_type="
-                             "'hard_example' with min_negatives_per_image="
-                             f"{min_negatives}, neg_overlap_mode={neg_overlap_mode!r}")
-    return (
+    attrs = (
         _as_int("background_label", background_label),
-        _as_unit_interval("overlap_threshold", overlap_threshold),
-        ratio,
-        _as_unit_interval("neg_overlap", neg_overlap),
+        _as_float("overlap_threshold", overlap_threshold),
+        _as_float("neg_pos_ratio", neg_pos_ratio),
+        _as_float("neg_overlap", neg_overlap),
         _as_float("loc_loss_weight", loc_loss_weight),
         _as_float("conf_loss_weight", conf_loss_weight),
-        match_type,
-        mining_type,
-        normalization,
-        0 if sample_size is None else sample_size,
-        min_negatives,
-        neg_overlap_mode,
+        _as_str("match_type", match_type),
+        _as_str("mining_type", mining_type),
+        _as_str("normalization", normalization),
+        0 if sample_size is None else _as_int("sample_size", sample_size),
+        _as_int("min_negatives_per_image", min_negatives_per_image),
+        _as_str("neg_overlap_mode", neg_overlap_mode),
     )
+    _core.check_options(*attrs)
+    return attrs
 
 
-def _as_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}: expected one of {choices}, received {value!r}")
+def _as_str(name, value):
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected a str, received {type(value).__name__} {value!r}")
     return str(value)
 
 
@@ -183,15 +166,12 @@ def _as_float(name, value):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a number, received {type(value).__name__} {value!r}")
     value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, received {value}")
-    return value
-
-
-def _as_unit_interval(name, value):
-    value = _as_float(name, value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}: expected a number in [0, 1], received {value}")
+    # Checked as the float32 attribute it becomes: 1e39 is inf there.
+    with np.errstate(over="ignore"):
+        as_float32 = np.float32(value)
+    if not np.isfinite(as_float32):
+        raise ValueError(f"{name}: expected a finite number (as float32), received {value!r}"
+                         + ("" if not np.isfinite(value) else f" ({as_float32} as float32)"))
     return value
 
 
@@ -254,6 +234,8 @@ def _check_shapes(location, confidence, gt_box, gt_label, prior_box):
     if len(cs) != 3 or any(_known(a, b) and a != b for a, b in zip(cs[:2], ls[:2])):
         raise ValueError(f"confidence: expected shape [N, Np, C] with N, Np of location "
                          f"{ls[:2]}, received {cs}")
+    if _known(ls[0]) and ls[0] == 0:
+        raise ValueError(f"location: expected at least one image (N > 0), received shape {ls}")
     if _known(ls[1]) and ls[1] == 0:
         raise ValueError(f"location: expected at least one prior (Np > 0), received shape {ls}")
     if _known(cs[2]) and cs[2] == 0:
@@ -350,11 +332,24 @@ def _concat_per_image(gt_box, gt_label, gt_lengths, dynamic):
                          "(the list already gives the boxes per image)")
     if not gt_box:
         raise ValueError("gt_box: expected one tensor per image, received an empty list")
+    # Checked image by image: equal totals with unequal per-image counts would pair one image's
+    # boxes with another's labels.
     for i, (b, l) in enumerate(zip(gt_box, gt_label)):
         _check_tensor(f"gt_box[{i}]", b)
         _check_tensor(f"gt_label[{i}]", l)
+        bs, ls = list(b.shape), list(l.shape)
+        if len(bs) != 2 or bs[1] != 4:
+            raise ValueError(f"gt_box[{i}]: expected shape [n_{i}, 4] (the boxes of image {i}), "
+                             f"received {bs}")
+        if not (len(ls) == 1 or (len(ls) == 2 and ls[1] == 1)) or ls[0] != bs[0]:
+            raise ValueError(f"gt_label[{i}]: expected shape [{bs[0]}, 1] or [{bs[0]}] (one label "
+                             f"per box of gt_box[{i}]), received {ls}")
+        for name, x, first in ((f"gt_box[{i}]", b, gt_box[0]), (f"gt_label[{i}]", l, gt_label[0])):
+            if _dtype(x) != _dtype(first):
+                raise TypeError(f"{name}: expected the dtype of {name.split('[')[0]}[0] "
+                                f"({_dtype(first)}), received {_dtype(x)}")
     lengths = [int(b.shape[0]) for b in gt_box]
-    boxes = paddle.concat([b.reshape([-1, 4]) for b in gt_box], axis=0)
+    boxes = paddle.concat(list(gt_box), axis=0)
     labels = paddle.concat([l.reshape([-1]) for l in gt_label], axis=0)
     return boxes, labels, lengths
 

@@ -162,8 +162,9 @@ def ssd_cases(draw, max_n=4, max_np=40, max_c=10, max_gt=6, dtypes=FLOAT_DTYPES,
     thr_kind = draw(st.sampled_from(("random", "special", "from_iou")))
     thr = draw(st.floats(0.0, 1.0)) if thr_kind == "random" else \
         draw(st.sampled_from((0.0, 1e-6, 0.5, 1.0)))
+    # width=32: the attribute is a float32, which must stay > 0 (5e-324 would be 0 there)
     ratio = draw(st.one_of(st.sampled_from((0.5, 1.0, 3.0, 3.7, 5.0)),
-                           st.floats(0.0, 5.0, exclude_min=True)))
+                           st.floats(0.0, 5.0, exclude_min=True, width=32)))
     normalize = draw(st.booleans())
     weights = draw(st.one_of(st.just((1.0, 1.0)),
                              st.tuples(st.floats(0.0, 3.0), st.floats(0.0, 3.0))))

@@ -1,3 +1,4 @@
+#include <cmath>
 #include <initializer_list>
 #include <sstream>
 #include <string>
@@ -47,6 +48,12 @@ std::string check_labels(const int64_t* gt_label, int64_t num_gt, int64_t num_cl
 namespace ssd_loss {
 namespace {
 
+std::string float_str(float value) {
+  std::ostringstream s;
+  s << value;
+  return s.str();
+}
+
 template <typename E>
 std::string parse_enum(const char* name, const std::string& value,
                        std::initializer_list<std::pair<const char*, E>> choices, E* out) {
@@ -91,13 +98,46 @@ std::string make_options(int64_t background_label, float overlap_threshold, floa
                      &opt->neg_overlap_mode);
   }
   if (!err.empty()) return err;
-  if (opt->mining_type == MiningType::kHardExample && sample_size <= 0) {
-    return "sample_size: expected an int > 0 with mining_type 'hard_example', received " +
+  // Every value rule of the op's attributes lives here, so that the Python wrapper (which asks
+  // _core at graph-build time), the op (also in a saved program run later) and _core give the same
+  // message for the same value. The floats are checked as the float32 the op receives.
+  for (const auto& attr : {std::make_pair("overlap_threshold", overlap_threshold),
+                           std::make_pair("neg_overlap", neg_overlap)}) {
+    if (!(attr.second >= 0.0f && attr.second <= 1.0f)) {
+      return std::string(attr.first) + ": expected a number in [0, 1], received " +
+             float_str(attr.second);
+    }
+  }
+  for (const auto& attr : {std::make_pair("neg_pos_ratio", neg_pos_ratio),
+                           std::make_pair("loc_loss_weight", loc_loss_weight),
+                           std::make_pair("conf_loss_weight", conf_loss_weight)}) {
+    if (!std::isfinite(attr.second)) {
+      return std::string(attr.first) + ": expected a finite number (as float32), received " +
+             float_str(attr.second);
+    }
+  }
+  if (!(neg_pos_ratio > 0.0f)) {
+    return "neg_pos_ratio: expected a number > 0, received " + float_str(neg_pos_ratio);
+  }
+  if (sample_size < 0) {
+    return "sample_size: expected an int >= 0 (0: not given), received " +
            std::to_string(sample_size);
   }
   if (min_negatives_per_image < 0) {
     return "min_negatives_per_image: expected an int >= 0, received " +
            std::to_string(min_negatives_per_image);
+  }
+  if (opt->mining_type == MiningType::kHardExample) {
+    if (sample_size == 0) {
+      return "sample_size: expected an int > 0 with mining_type 'hard_example' (the priors kept "
+             "per image), received 0 (not given)";
+    }
+    if (min_negatives_per_image != 0 || opt->neg_overlap_mode != NegOverlapMode::kFluid) {
+      return "min_negatives_per_image, neg_overlap_mode: apply to mining_type 'max_negative' "
+             "only; received mining_type 'hard_example' with min_negatives_per_image " +
+             std::to_string(min_negatives_per_image) + ", neg_overlap_mode '" + neg_overlap_mode +
+             "'";
+    }
   }
   opt->background_label = background_label;
   opt->overlap_threshold = overlap_threshold;

@@ -137,7 +137,26 @@ PYBIND11_MODULE(_core, m) {
       py::arg("location"), py::arg("confidence"), py::arg("grad_loss"), py::arg("saved"),
       py::arg("loc_loss_weight") = 1.0f, py::arg("conf_loss_weight") = 1.0f,
       "Backward pass; returns (grad_location, grad_confidence).");
+  m.def(
+      "check_options",
+      [](int64_t background_label, float overlap_threshold, float neg_pos_ratio,
+         float neg_overlap, float loc_loss_weight, float conf_loss_weight,
+         const std::string& match_type, const std::string& mining_type,
+         const std::string& normalization, int64_t sample_size, int64_t min_negatives_per_image,
+         const std::string& neg_overlap_mode) {
+        ssd_loss::Options opt;
+        require(ssd_loss::make_options(background_label, overlap_threshold, neg_pos_ratio,
+                                       neg_overlap, loc_loss_weight, conf_loss_weight, match_type,
+                                       mining_type, normalization, sample_size,
+                                       min_negatives_per_image, neg_overlap_mode, &opt));
+      },
+      py::arg("background_label"), py::arg("overlap_threshold"), py::arg("neg_pos_ratio"),
+      py::arg("neg_overlap"), py::arg("loc_loss_weight"), py::arg("conf_loss_weight"),
+      py::arg("match_type"), py::arg("mining_type"), py::arg("normalization"),
+      py::arg("sample_size"), py::arg("min_negatives_per_image"), py::arg("neg_overlap_mode"),
+      "The op's attribute rules (the op checks the same): ValueError naming the first bad one.");
   m.def("set_num_threads", &ssd_loss::set_num_threads, py::arg("n"),
         "Threads of the CPU kernels in this module; n <= 0 restores the default.");
   m.def("num_threads", &ssd_loss::num_threads);
+  m.attr("MAX_THREADS") = ssd_loss::kMaxThreads;
 }
