@@ -125,10 +125,13 @@ class BuildExtensions(BuildExtension.with_options(no_python_abi_suffix=True)):
 
 
 class BuildPy(build_py):
-    """Records the Paddle the package is built against: it checks that one is running at import."""
+    """Records the Paddle the package is built against: it checks that one is running at import.
+    Also places paddle_ssd_op_autoload.pth beside the package, so that site-packages gets it (it
+    imports paddle_ssd_op when a saved model needs the op: paddle_ssd_op_autoload.py)."""
 
     def run(self):
         super().run()
+        self.copy_file(str(ROOT / "paddle_ssd_op_autoload.pth"), self.build_lib)
         target = Path(self.build_lib) / "paddle_ssd_op" / "_build_info.py"
         target.write_text(
             "# Written by setup.py at build time.\n"
@@ -142,6 +145,7 @@ setup(
     version="0.1.0",
     description="fluid.layers.ssd_loss as one fused C++ operator for PaddlePaddle 2.6 and 3.3",
     packages=["paddle_ssd_op"],
+    py_modules=["paddle_ssd_op_autoload"],
     ext_modules=[op, core],
     cmdclass={"build_py": BuildPy, "build_ext": BuildExtensions},
     python_requires=">=3.8",

@@ -36,8 +36,15 @@ def load_op():
         from paddle.utils.cpp_extension.extension_utils import load_op_meta_info_and_register_op
 
     names = load_op_meta_info_and_register_op(str(LIBRARY))
-    if OP_NAME not in names:
+    # A second load (importlib.reload of the package) registers nothing new: the op is known.
+    if OP_NAME not in names and not _registered():
         raise ImportError(f"paddle_ssd_op: {LIBRARY} did not register the op {OP_NAME}")
+
+
+def _registered():
+    from paddle.base.framework import OpProtoHolder
+
+    return OP_NAME in OpProtoHolder.instance().op_proto_map
 
 
 @functools.lru_cache(maxsize=None)

@@ -2,6 +2,7 @@
 on 2.6), ``paddle.jit.to_static``, training loops, partial gradients, saving and loading in a fresh
 process, the convenience forms of the gt arguments, and the loss shape declared at graph-build time.
 """
+import os
 import subprocess
 import sys
 import textwrap
@@ -305,22 +306,32 @@ def test_dygraph_training_reduces_loss():
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. saving, then loading in a fresh process (which must import paddle_ssd_op first)
+# 4. saving, then loading in a fresh process: one that imports paddle_ssd_op first (registering
+# fused_ssd_loss), and one that does not, where the installed paddle_ssd_op_autoload hook imports
+# it when Paddle loads a model that needs the op.
 
 FRESH_HEADER = """\
 import zlib  # before paddle: paddle 2.6.2 exports a zlib that crashes Python's
+import sys
 import numpy as np
 import paddle
-import paddle_ssd_op  # registers fused_ssd_loss; must precede loading a model that uses it
 """
+IMPORTS = ("imported", "autoloaded")
 
 
-def run_fresh(tmp_path, body):
-    """Runs ``body`` in a new interpreter of this venv, in tmp_path (not the source checkout)."""
+def run_fresh(tmp_path, body, imports="imported", env=None):
+    """Runs ``body`` in a new interpreter of this venv, in tmp_path (not the source checkout),
+    after ``import paddle_ssd_op`` or, when autoloaded, checking at the end that loading the
+    model imported it."""
     script = tmp_path / "fresh.py"
-    script.write_text(FRESH_HEADER + textwrap.dedent(body))
+    if imports == "imported":
+        script.write_text(FRESH_HEADER + "import paddle_ssd_op\n" + textwrap.dedent(body))
+    else:  # "autoloaded", or "none" with the hook turned off
+        script.write_text(FRESH_HEADER + "assert 'paddle_ssd_op' not in sys.modules\n"
+                          + textwrap.dedent(body) + "assert ('paddle_ssd_op' in sys.modules) == "
+                          + repr(imports == "autoloaded") + "\n")
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, env=None if env is None else {**os.environ, **env})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
 
 
@@ -329,7 +340,8 @@ def saved_op_names(folder, prefix):
     return [f.name for f in folder.glob(prefix + ".*") if b"fused_ssd_loss" in f.read_bytes()]
 
 
-def test_jit_save_load_in_fresh_process(tmp_path):
+@pytest.mark.parametrize("imports", IMPORTS)
+def test_jit_save_load_in_fresh_process(tmp_path, imports):
     batches = [make_batch(), make_batch(lengths=(4, 1), seed=5)]  # N = 3, then N = 2
     _, static = twin_heads(batches[0])
     expected = [static(*head_args(b)).numpy() for b in batches]
@@ -344,15 +356,16 @@ def test_jit_save_load_in_fresh_process(tmp_path):
             out = layer(*[paddle.to_tensor(d[k]) for k in
                           ("features", "gt_box", "gt_label", "prior_box", "gt_lengths")])
             np.save(f"out{i}.npy", out.numpy())
-    """)
+    """, imports)
     for i, want in enumerate(expected):
         got = np.load(tmp_path / f"out{i}.npy")
         assert got.shape == want.shape
         np.testing.assert_array_equal(got, want)
 
 
-def test_inference_model_with_lod_feed_in_fresh_process(tmp_path):
-    b = make_batch()
+def save_inference_model(tmp_path, b):
+    """Saves the static head program fed with LoD (tmp_path/infer.*) and its input (in.npz);
+    returns its loss here."""
     paddle.enable_static()
     try:
         main, startup, feeds, loss, _ = _static_head_program(b)
@@ -363,24 +376,71 @@ def test_inference_model_with_lod_feed_in_fresh_process(tmp_path):
                                            exe, program=main)
     finally:
         paddle.disable_static()
-    assert expected.shape == (3, 1)
     assert saved_op_names(tmp_path, "infer")
     np.savez(tmp_path / "in.npz", **b)
-    run_fresh(tmp_path, """
-        paddle.enable_static()
-        place = paddle.CPUPlace()
-        exe = paddle.static.Executor(place)
-        program, feed_names, fetch_targets = paddle.static.load_inference_model("infer", exe)
-        assert sorted(feed_names) == ["features", "gt_box", "gt_label", "prior_box"], feed_names
-        d = np.load("in.npz")
-        lod = [d["gt_lengths"].tolist()]
-        out, = exe.run(program, fetch_list=fetch_targets, feed={
-            "features": d["features"], "prior_box": d["prior_box"],
-            "gt_box": paddle.base.create_lod_tensor(d["gt_box"], lod, place),
-            "gt_label": paddle.base.create_lod_tensor(d["gt_label"], lod, place)})
-        np.save("out.npy", out)
-    """)
+    return expected
+
+
+LOAD_AND_RUN_INFERENCE_MODEL = """
+    paddle.enable_static()
+    place = paddle.CPUPlace()
+    exe = paddle.static.Executor(place)
+    program, feed_names, fetch_targets = paddle.static.load_inference_model("infer", exe)
+    assert sorted(feed_names) == ["features", "gt_box", "gt_label", "prior_box"], feed_names
+    d = np.load("in.npz")
+    lod = [d["gt_lengths"].tolist()]
+    out, = exe.run(program, fetch_list=fetch_targets, feed={
+        "features": d["features"], "prior_box": d["prior_box"],
+        "gt_box": paddle.base.create_lod_tensor(d["gt_box"], lod, place),
+        "gt_label": paddle.base.create_lod_tensor(d["gt_label"], lod, place)})
+    np.save("out.npy", out)
+"""
+
+
+@pytest.mark.parametrize("imports", IMPORTS)
+def test_inference_model_with_lod_feed_in_fresh_process(tmp_path, imports):
+    expected = save_inference_model(tmp_path, make_batch())
+    assert expected.shape == (3, 1)
+    run_fresh(tmp_path, LOAD_AND_RUN_INFERENCE_MODEL, imports)
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+
+
+def test_inference_predictor_in_fresh_process(tmp_path):
+    """paddle.inference (Paddle Inference's Python API), in a process that never imports
+    paddle_ssd_op itself."""
+    expected = save_inference_model(tmp_path, make_batch())
+    run_fresh(tmp_path, """
+        import glob
+        from paddle import inference
+        program = (glob.glob("infer.json") + glob.glob("infer.pdmodel"))[0]
+        config = inference.Config(program, "infer.pdiparams")
+        config.disable_gpu()
+        predictor = inference.create_predictor(config)
+        d = np.load("in.npz")
+        lod = [[0] + np.cumsum(d["gt_lengths"]).tolist()]
+        for name in predictor.get_input_names():
+            handle = predictor.get_input_handle(name)
+            handle.copy_from_cpu(d[name])
+            if name in ("gt_box", "gt_label"):
+                handle.set_lod(lod)
+        predictor.run()
+        np.save("out.npy", predictor.get_output_handle(predictor.get_output_names()[0])
+                .copy_to_cpu())
+    """, "autoloaded")
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-6)
+
+
+def test_forgotten_import_without_the_hook_is_a_python_error(tmp_path):
+    """With PADDLE_SSD_OP_NO_AUTOLOAD=1 and no import, running the model fails with Paddle's own
+    RuntimeError (docs/errors.md lists them and the cure), not a crash."""
+    save_inference_model(tmp_path, make_batch())
+    run_fresh(tmp_path, "try:\n" + textwrap.indent(textwrap.dedent(LOAD_AND_RUN_INFERENCE_MODEL),
+                                                    "    ") + """
+except RuntimeError as e:
+    assert "fused_ssd_loss" in str(e) or "op outputs (6)" in str(e), e
+else:
+    raise AssertionError("the model ran without its op")
+""", "none", env={"PADDLE_SSD_OP_NO_AUTOLOAD": "1"})
 
 
 # ---------------------------------------------------------------------------------------------
