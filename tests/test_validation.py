@@ -33,9 +33,22 @@ def call(overrides=None, gt_lengths=(1, 2), **attrs):
     """ssd_loss in dygraph on good inputs with some replaced (numpy arrays become tensors)."""
     args = good_inputs()
     args.update(overrides or {})
-    tensors = {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) and k in TENSOR_ARGS else v
-               for k, v in args.items()}
+    def tensor(k, v):
+        if isinstance(v, np.ndarray) and k in TENSOR_ARGS:
+            return paddle.to_tensor(v)
+        if isinstance(v, list) and k in ("gt_box", "gt_label"):  # per-image lists
+            return [paddle.to_tensor(x) for x in v]
+        return v
+
+    tensors = {k: tensor(k, v) for k, v in args.items()}
     return paddle_ssd_op.ssd_loss(**tensors, gt_lengths=gt_lengths, **attrs)
+
+
+def per_image(boxes, labels):
+    """Overrides giving gt_box / gt_label as lists of per-image arrays (with gt_lengths=None)."""
+    return dict(overrides={"gt_box": [f32((n, c)) for n, c in boxes],
+                           "gt_label": [np.ones(shape, np.int32) for shape in labels]},
+                gt_lengths=None)
 
 
 def f32(shape):
@@ -88,6 +101,27 @@ BAD_INPUTS = [
     ("lengths_type", dict(gt_lengths="1,2"), TypeError, ["gt_lengths", "str"]),
     ("lengths_float", dict(gt_lengths=[1.0, 2.0]), TypeError, ["gt_lengths", "int", "float"]),
     ("no_layout", dict(gt_lengths=None), ValueError, ["gt_box", "gt_lengths", "2 images"]),
+    # per-image lists: checked image by image, not by totals
+    ("lists_counts_swapped", per_image([(2, 4), (1, 4)], [(1, 1), (2, 1)]), ValueError,
+     ["gt_label[0]", "[2, 1]", "[1, 1]"]),
+    ("lists_box_columns", per_image([(2, 4), (1, 5)], [(2, 1), (1, 1)]), ValueError,
+     ["gt_box[1]", "[n_1, 4]", "[1, 5]"]),
+    ("lists_box_rank", dict(overrides={
+        "gt_box": [f32((2, 4)), f32((4,))],
+        "gt_label": [np.ones((2, 1), np.int32), np.ones((1, 1), np.int32)]}, gt_lengths=None),
+     ValueError, ["gt_box[1]", "[n_1, 4]", "[4]"]),
+    ("lists_label_dtypes", dict(overrides={
+        "gt_box": [f32((2, 4)), f32((1, 4))],
+        "gt_label": [np.ones((2, 1), np.int32), np.ones((1, 1), np.int64)]}, gt_lengths=None),
+     TypeError, ["gt_label[1]", "int32", "int64"]),
+    ("lists_length_mismatch", per_image([(2, 4), (1, 4)], [(2, 1)]), ValueError,
+     ["gt_label", "one tensor per image", "1"]),
+    ("empty_batch", dict(overrides={
+        "location": f32((0, NP, 4)), "confidence": f32((0, NP, C)), "gt_box": f32((0, 4)),
+        "gt_label": np.zeros((0, 1), np.int32)}, gt_lengths=[]),
+     ValueError, ["location", "N > 0", "[0, 6, 4]"]),
+    ("empty_lists", dict(overrides={"gt_box": [], "gt_label": []}, gt_lengths=None),
+     ValueError, ["gt_box", "one tensor per image", "empty list"]),
     # labels (checked by the kernel, where the data is)
     ("label_too_big", dict(overrides={"gt_label": np.array([[1], [4], [2]], np.int32)}),
      ValueError, ["gt_label", "[0, 4)", "4"]),
@@ -102,7 +136,7 @@ BAD_INPUTS = [
     ("match_type", dict(match_type="greedy"), ValueError, ["match_type", "bipartite", "'greedy'"]),
     ("mining_type", dict(mining_type="focal"), ValueError, ["mining_type", "max_negative", "focal"]),
     ("hard_example_no_sample_size", dict(mining_type="hard_example"), ValueError,
-     ["sample_size", "> 0", "hard_example", "None"]),
+     ["sample_size", "> 0", "hard_example", "not given"]),
     ("hard_example_with_min_negatives", dict(mining_type="hard_example", sample_size=4,
                                              min_negatives_per_image=2), ValueError,
      ["min_negatives_per_image", "max_negative"]),
@@ -119,6 +153,16 @@ BAD_INPUTS = [
     ("neg_overlap_range", dict(neg_overlap=-0.1), ValueError, ["neg_overlap", "[0, 1]", "-0.1"]),
     ("weight_none", dict(loc_loss_weight=None), TypeError, ["loc_loss_weight", "number", "None"]),
     ("weight_inf", dict(conf_loss_weight=float("inf")), ValueError, ["conf_loss_weight", "finite"]),
+    # floats are checked as the float32 attribute they become
+    ("ratio_float32_overflow", dict(neg_pos_ratio=1e39), ValueError,
+     ["neg_pos_ratio", "finite", "1e+39", "inf as float32"]),
+    ("weight_float32_overflow", dict(loc_loss_weight=-1e39), ValueError,
+     ["loc_loss_weight", "finite", "-1e+39", "-inf as float32"]),
+    ("threshold_float32_overflow", dict(overlap_threshold=1e300), ValueError,
+     ["overlap_threshold", "finite", "1e+300"]),
+    ("ratio_float32_underflow", dict(neg_pos_ratio=1e-50), ValueError,
+     ["neg_pos_ratio", "> 0", "received 0"]),
+    ("match_type_none", dict(match_type=None), TypeError, ["match_type", "str", "None"]),
     ("normalize_string", dict(normalize="yes"), TypeError, ["normalize", "bool", "'yes'"]),
     ("normalize_two", dict(normalize=2), TypeError, ["normalize", "bool", "2"]),
     ("sample_size_negative", dict(sample_size=-1), ValueError, ["sample_size", ">= 0", "-1"]),
