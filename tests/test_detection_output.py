@@ -13,7 +13,7 @@ import paddle
 import pytest
 
 import paddle_ssd_op  # noqa: F401  -- the package, as users import it
-from paddle_ssd_op.detection_output import detection_output
+from paddle_ssd_op import detection_output
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "data" / "golden_detection" / "detection_output"
 GOLDEN_FILES = sorted(GOLDEN_DIR.glob("*.npz"))

@@ -15,7 +15,7 @@ import paddle
 import pytest
 
 import paddle_ssd_op  # noqa: F401  -- the installed package (the lead adds the exports)
-from paddle_ssd_op.multi_box_head import MultiBoxHead, multi_box_head
+from paddle_ssd_op import MultiBoxHead, multi_box_head
 
 PIR = int(paddle.__version__.split(".")[0]) >= 3
 CPU = paddle.CPUPlace()
