@@ -218,3 +218,23 @@ def test_ten_sgd_steps(migrated, fluid, fluid_others):
     bound = 2 * spread + 1e-5 * np.abs(fluid["losses"])
     distance = np.abs(migrated["losses"] - fluid["losses"])
     assert (distance <= bound).all(), (distance, bound)
+
+
+@pytest.mark.slow  # 15 s to 20 s each
+@pytest.mark.parametrize("script", ["train.py", "dygraph.py"])
+def test_example_short_form(script, tmp_path):
+    """The example in its short form: 4 steps, the mAP of 2 eval batches, saved and reloaded
+    (the same mAP); the static one also exports its eval program and runs it in Paddle
+    Inference in a process without paddle_ssd_op (autoload off too): the same detections."""
+    env = dict(os.environ, GLOG_minloglevel="2", PYTHONDONTWRITEBYTECODE="1",
+               PADDLE_SSD_OP_NO_AUTOLOAD="1")
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([sys.executable, str(EXAMPLE / script), "--steps", "4",
+                             "--eval-batches", "2", "--model-save-dir", str(tmp_path / "model")],
+                            cwd=tmp_path, env=env, timeout=600, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "test mAP" in result.stdout and "reloaded mAP" in result.stdout, result.stdout
+    if script == "train.py":
+        assert "as the eval program" in result.stdout, result.stdout
+        assert any((tmp_path / "model" / "inference").iterdir())
