@@ -30,6 +30,7 @@ _AP_VERSIONS = ("integral", "11point")
 # Fluid casts labels to int; we require integral values that fit an int32.
 _LABEL_LIMIT = 2.0 ** 31
 _PAIRS_PER_CHUNK = 1 << 20
+_LENGTH_LIMIT = 2 ** 63 - 1  # rows per image are held as int64
 
 
 def _describe(value):
@@ -41,7 +42,8 @@ def _describe(value):
 def _as_array(value, name):
     """A NumPy array of a NumPy array, paddle tensor, list or number; TypeError otherwise."""
     if isinstance(value, paddle.Tensor):
-        value = value.numpy()
+        # A bfloat16 tensor's numpy() holds the raw bits as uint16: take the values instead.
+        value = (value.astype("float32") if value.dtype == paddle.bfloat16 else value).numpy()
     elif not isinstance(value, (np.ndarray, list, tuple, numbers.Number)):
         raise TypeError(f"{name}: expected a NumPy array or a dygraph paddle.Tensor, received "
                         f"{type(value).__name__} (in a static program, fetch it first)")
@@ -97,14 +99,18 @@ def _lengths(value, name, rows, rows_of=None):
     if array.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected integers (rows per image), received dtype "
                         f"{array.dtype}")
-    array = array.astype(np.int64)
-    if (array < 0).any():
-        raise ValueError(f"{name}: expected non-negative rows per image, received "
-                         f"{array.tolist()}")
-    if rows is not None and int(array.sum()) != rows:
+    # Checked as Python ints: a NumPy sum wraps around (lengths of 2**62 summing to `rows`
+    # would pass and make np.repeat corrupt the heap), a uint64 cast to int64 turns negative.
+    counts = array.tolist()
+    if any(count < 0 for count in counts):
+        raise ValueError(f"{name}: expected non-negative rows per image, received {counts}")
+    if any(count > _LENGTH_LIMIT for count in counts):
+        raise ValueError(f"{name}: expected rows per image <= {_LENGTH_LIMIT}, received "
+                         f"{counts}")
+    if rows is not None and sum(counts) != rows:
         raise ValueError(f"{name}: expected rows per image summing to {rows} (the rows of "
-                         f"{rows_of}), received {array.tolist()} (sum {int(array.sum())})")
-    return array
+                         f"{rows_of}), received {counts} (sum {sum(counts)})")
+    return array.astype(np.int64)
 
 
 def _is_nothing_survived(value):
@@ -302,15 +308,18 @@ class DetectionMAP(paddle.metric.Metric):
                 or not isinstance(overlap_threshold, numbers.Real):
             raise TypeError(f"overlap_threshold: expected a number in [0, 1], received "
                             f"{_describe(overlap_threshold)}")
-        with np.errstate(over="ignore"):
-            threshold = _F32(overlap_threshold)  # a float32 op attribute in fluid
+        try:
+            with np.errstate(over="ignore"):
+                threshold = _F32(overlap_threshold)  # a float32 op attribute in fluid
+        except OverflowError:  # an int beyond float64
+            threshold = _F32(np.inf)
         if not (math.isfinite(threshold) and 0 <= threshold <= 1):
             raise ValueError(f"overlap_threshold: expected a number in [0, 1], received "
                              f"{overlap_threshold!r}")
         if not isinstance(evaluate_difficult, (bool, np.bool_)):
             raise TypeError(f"evaluate_difficult: expected a bool, received "
                             f"{_describe(evaluate_difficult)}")
-        if ap_version not in _AP_VERSIONS:
+        if not isinstance(ap_version, str) or ap_version not in _AP_VERSIONS:
             raise ValueError(f"ap_version: expected 'integral' or '11point', received "
                              f"{ap_version!r}")
         self.class_num = int(class_num)

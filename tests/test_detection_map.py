@@ -456,6 +456,10 @@ GOOD = dict(detections=np.array([[1, .9, .1, .1, .5, .5]], F32), gt_box=np.array
     (dict(class_num=3, evaluate_difficult=1), TypeError, "evaluate_difficult"),
     (dict(class_num=3, ap_version="11-point"), ValueError,
      "ap_version: expected 'integral' or '11point', received '11-point'"),
+    (dict(class_num=3, overlap_threshold=10 ** 400), ValueError, "overlap_threshold"),
+    (dict(class_num=3, ap_version=np.array(["integral"])), ValueError, "ap_version: expected"),
+    (dict(class_num=3, ap_version=np.array(["integral", "11point"])), ValueError,
+     "ap_version: expected"),
 ])
 def test_constructor_errors(kwargs, error, message):
     with pytest.raises(error, match=message):
@@ -503,6 +507,17 @@ def _bad(**changes):
      "detection_lengths: expected a non-empty 1-D list"),
     (_bad(detection_lengths=[[1, 0]]), ValueError, "detection_lengths: expected a non-empty"),
     (_bad(detection_lengths=None), TypeError, "detection_lengths"),
+    # lengths whose int64 sum wraps around to the row count (np.repeat then corrupted the heap)
+    (_bad(detection_lengths=[2 ** 62] * 4 + [1], gt_lengths=[0] * 4 + [2]), ValueError,
+     "detection_lengths: expected rows per image summing to 1"),
+    (_bad(detection_lengths=[0] * 4 + [1], gt_lengths=[2 ** 62] * 4 + [2]), ValueError,
+     "gt_lengths: expected rows per image summing to 2"),
+    (_bad(detection_lengths=np.array([2 ** 64 - 1, 2], np.uint64)), ValueError,
+     r"detection_lengths: expected rows per image <= 9223372036854775807, received "
+     r"\[18446744073709551615, 2\]"),
+    (_bad(detections=np.array([[-1]], F32), detection_lengths=np.array([2 ** 64 - 1, 0],
+                                                                       np.uint64)),
+     ValueError, "detection_lengths: expected rows per image <= 9223372036854775807"),
 ])
 def test_update_errors(kwargs, error, message):
     metric = DetectionMAP(3)
@@ -510,6 +525,16 @@ def test_update_errors(kwargs, error, message):
         metric.update(**kwargs)
     assert metric.accumulate() == 0.0  # a refused batch leaves no trace
     assert metric.update(**GOOD) == 0.5
+
+
+def test_bfloat16_tensors_are_read_by_value():
+    """A bfloat16 tensor's numpy() is its raw bits as uint16; the metric reads the values."""
+    keys = ("detections", "gt_box", "gt_label")
+    as_bf16 = {key: paddle.to_tensor(GOOD[key]).astype("bfloat16") for key in keys}
+    values = {key: tensor.astype("float32").numpy() for key, tensor in as_bf16.items()}
+    expected = DetectionMAP(3).update(**dict(GOOD, **values))
+    assert expected == 0.5
+    assert DetectionMAP(3).update(**dict(GOOD, **as_bf16)) == expected
 
 
 def test_lengths_are_keyword_only():
