@@ -126,7 +126,9 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=0.001)
     parser.add_argument("--eval-batches", type=int, default=10)
     parser.add_argument("--model-save-dir", default="mobilenet_ssd_dygraph_model")
+    parser.add_argument("--seed", type=int, default=111, help="of the initial parameters")
     args = parser.parse_args(argv)
+    paddle.seed(args.seed)
 
     model = MobileNetSSD()
     boundaries = [int(args.steps * f) for f in (0.5, 0.75)]
