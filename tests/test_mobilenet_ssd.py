@@ -238,3 +238,39 @@ def test_example_short_form(script, tmp_path):
     if script == "train.py":
         assert "as the eval program" in result.stdout, result.stdout
         assert any((tmp_path / "model" / "inference").iterdir())
+
+
+ORACLE = ROOT / ".oracle-venv" / "bin" / "python"
+
+
+@pytest.mark.slow  # about 30 s
+def test_fluid_checkpoint_loads(tmp_path):
+    """A checkpoint of fluid 1.8.5's own program (fluid/train.py: 3 steps, then its eval
+    program's mAP and fluid.io.save_persistables) loaded into the migrated program by
+    train.load_fluid_checkpoint: its eval program gives fluid's mAP on the same batches."""
+    if not ORACLE.exists():
+        pytest.skip("needs fluid 1.8.5 in .oracle-venv (bash benchmarks/fluid_setup.sh)")
+    env = dict(os.environ, GLOG_minloglevel="2", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([str(ORACLE), str(EXAMPLE / "fluid" / "train.py"), "--steps", "3",
+                             "--eval-batches", "3", "--model-save-dir", str(tmp_path)],
+                            cwd=tmp_path, env=env, timeout=600, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert result.returncode == 0, result.stdout[-4000:]
+    fluid_map = float(result.stdout.split("test mAP ")[1].split()[0])
+    paddle.enable_static()
+    try:
+        startup, main, test = (paddle.static.Program() for _ in range(3))
+        train.build_program(main, startup, True, lambda: paddle.optimizer.SGD(0.001))
+        test_outs = train.build_program(test, startup, False)
+        test = train.for_test(test)
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        with paddle.static.scope_guard(paddle.static.Scope()):
+            exe.run(startup)
+            train.load_fluid_checkpoint(str(tmp_path / "final"), main, startup)
+            batches = [data.make_batch(train.EVAL_SEED + i, 2, min_boxes=1) for i in range(3)]
+            ours, _ = train.evaluate(exe, test, test_outs, batches)
+    finally:
+        paddle.disable_static()
+    assert fluid_map > 0  # the batches hold detections that count
+    assert abs(ours - fluid_map) < 1e-6, (ours, fluid_map)

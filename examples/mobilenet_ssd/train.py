@@ -95,6 +95,41 @@ def parameter_names(startup_prog):
     return names
 
 
+def fluid_names(names):
+    """fluid 1.8's names of the given parameters (in creation order): fluid numbered the
+    layers of each kind (conv2d, batch_norm) 0, 1, 2, ... as it created them; Paddle 3 does too
+    (the names are unchanged), Paddle 2.6's nn.Conv2D skips numbers."""
+    layers, counts, result = {}, {}, []
+    for name in names:
+        layer, _, suffix = name.partition(".")
+        if layer not in layers:
+            kind = layer.rsplit("_", 1)[0]
+            layers[layer] = "%s_%d" % (kind, counts.get(kind, 0))
+            counts[kind] = counts.get(kind, 0) + 1
+        result.append(layers[layer] + "." + suffix)
+    return result
+
+
+def load_fluid_checkpoint(dirname, main_prog, startup_prog):
+    """Loads the parameters and batch-norm statistics of a ``fluid.io.save_persistables``
+    directory (one file per variable) into the migrated program (in the current scope).
+    ``paddle.static.load_program_state`` reads such a directory only in a legacy program, hence
+    the OldIrGuard on Paddle 3."""
+    if paddle.framework.in_pir_mode():
+        with paddle.pir_utils.OldIrGuard():
+            state = paddle.static.load_program_state(dirname)
+    else:
+        state = paddle.static.load_program_state(dirname)
+    params = {p.name for p in main_prog.global_block().all_parameters()}
+    ours = [n for n in parameter_names(startup_prog) if n in params]
+    missing = [f for f in fluid_names(ours) if f not in state]
+    if missing:
+        raise ValueError("%s: not a fluid checkpoint of this program, it lacks %s"
+                         % (dirname, missing[:3]))
+    paddle.static.set_program_state(
+        main_prog, {n: state[f] for n, f in zip(ours, fluid_names(ours))})
+
+
 def feed(batch, place):
     lod = [batch["lengths"]]
     return {"image": batch["image"],

@@ -100,7 +100,7 @@ def main():
     for i in range(args.eval_batches):
         batch = make_batch(EVAL_SEED + i, args.batch_size, min_boxes=1)
         test_map, = exe.run(test_prog, feed=feed(batch, place, True), fetch_list=[accum_map])
-    print("test mAP {:.4f}".format(float(test_map[0])))
+    print("test mAP {:.6f}".format(float(test_map[0])))
 
     model_path = os.path.join(args.model_save_dir, "final")
     if os.path.isdir(model_path):
