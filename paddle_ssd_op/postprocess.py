@@ -84,6 +84,8 @@ def detection_output(loc, scores, prior_box, prior_box_var, background_label=0,
         if not place.is_cpu_place():
             out, index, rois_num = (x._copy_to(place, True) for x in (out, index, rois_num))
     else:
+        if _in_pir_mode():
+            loc, prior_box, variance = _fed_dtype_checked(loc, prior_box, variance)
         boxes, probs = _decode(loc, scores, prior_box, variance)
         if _in_pir_mode():
             out, index, rois_num = paddle._C_ops.multiclass_nms3(boxes, probs, None, *attrs)
@@ -248,6 +250,20 @@ def _variance(prior_box_var, prior_box):
 def _in_pir_mode():
     in_pir = getattr(paddle.framework, "in_pir_mode", None)
     return bool(in_pir and in_pir())
+
+
+def _fed_dtype_checked(loc, prior_box, variance):
+    """The box_coder inputs of a PIR program behind a cast to their own dtype.
+
+    A PIR executor does not check what is fed: an array of another dtype (float64 fed to a
+    float32 ``loc``) reaches box_coder, whose CPU kernel finds the mismatch inside an OpenMP
+    region, where the exception aborts the process. The cast's kernel finds it outside and
+    raises it as a Python exception; a tensor of the right dtype is only copied.
+    """
+    loc, prior_box = paddle.cast(loc, _dtype(loc)), paddle.cast(prior_box, _dtype(prior_box))
+    if _is_tensor(variance):
+        variance = paddle.cast(variance, _dtype(variance))
+    return loc, prior_box, variance
 
 
 def _decode(loc, scores, prior_box, variance):
