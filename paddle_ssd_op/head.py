@@ -63,8 +63,9 @@ def _as_positive_float32(name, value):
 def _as_int(name, value, minimum):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an int, received {type(value).__name__} {value!r}")
-    if not minimum <= value < 2**31:
-        raise ValueError(f"{name}: expected an int >= {minimum}, received {value!r}")
+    if not minimum <= value < 2**31:  # an int32 attribute of the ops
+        raise ValueError(f"{name}: expected an int in [{minimum}, {2**31 - 1}], received "
+                         f"{value!r}")
     return int(value)
 
 
@@ -122,6 +123,13 @@ def _sizes_from_ratios(num_layers, base_size, min_ratio, max_ratio):
     for ratio in range(min_ratio, max_ratio + 1, step):
         min_sizes.append(base_size * ratio / 100.)
         max_sizes.append(base_size * (ratio + step) / 100.)
+    for i, size in enumerate(max_sizes[:num_layers]):  # the largest of each used layer
+        with np.errstate(over="ignore"):
+            if not np.isfinite(np.float32(size)):
+                raise ValueError(f"base_size: expected base_size * (ratio + step) / 100 (the "
+                                 f"max size of inputs[{i}]) to be a finite float32, received "
+                                 f"base_size={base_size!r}, min_ratio={min_ratio}, "
+                                 f"max_ratio={max_ratio}")
     return min_sizes, max_sizes
 
 
@@ -411,6 +419,8 @@ class MultiBoxHead(nn.Layer):
         self._stride = _as_pair("stride", stride, 1)
         self._padding = _as_padding(pad)
 
+        self._check_conv_sizes()
+
         # One list, in fluid's creation order (loc, conf per input), so that parameters() and
         # the parameter names (conv2d_<k>.w_0, .b_0) follow fluid's.
         self.convs = nn.LayerList()
@@ -418,6 +428,21 @@ class MultiBoxHead(nn.Layer):
             for outputs_per_box in (4, self._num_classes):
                 self.convs.append(_Conv2D(channels, layer.num_boxes * outputs_per_box,
                                           self._kernel_size, self._stride, self._padding, dtype))
+
+    def _check_conv_sizes(self):
+        """Filters are an int32 attribute of conv2d, and a weight's element count an int64: a
+        larger one is refused by Paddle with an unrelated error or wraps around."""
+        for i, (channels, layer) in enumerate(zip(self._in_channels, self._layers)):
+            filters = layer.num_boxes * max(4, self._num_classes)
+            if filters >= 2**31:
+                raise ValueError(f"num_classes: expected num_classes * {layer.num_boxes} (the "
+                                 f"boxes per cell of inputs[{i}]) < 2**31 (the filters of its "
+                                 f"conv), received {self._num_classes}")
+            weight = [filters, channels, *self._kernel_size]
+            if math.prod(weight) >= 2**63:
+                raise ValueError(f"kernel_size: expected a conv weight of < 2**63 elements, "
+                                 f"received {self._kernel_size} (weight {weight} with "
+                                 f"in_channels[{i}] = {channels})")
 
     def _check_conv_fits(self, inputs):
         if isinstance(self._padding, str):

@@ -388,6 +388,10 @@ OPTION_ERRORS = [
     (dict(OK, stride=0), ValueError, "stride"),
     (dict(OK, name=3), TypeError, "name"),
     (dict(OK, dtype="int32"), TypeError, "dtype"),
+    # beyond what Paddle takes: int32 filters, int64 weight sizes, float32 sizes
+    (dict(OK, num_classes=2**31 - 1), ValueError, "num_classes"),
+    (dict(OK, in_channels=[2**20, 4, 4], kernel_size=2**20), ValueError, "kernel_size"),
+    (dict(OK, base_size=3e38), ValueError, "base_size"),
 ]
 
 
@@ -396,6 +400,23 @@ OPTION_ERRORS = [
 def test_option_errors(kwargs, error, name):
     kwargs = dict(kwargs)
     with pytest.raises(error, match=rf"^{name}: expected"):
+        MultiBoxHead(kwargs.pop("in_channels"), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(OK, in_channels=[4, 2**31, 4]),
+     r"in_channels\[1\]: expected an int in \[1, 2147483647\], received 2147483648"),
+    (dict(OK, max_ratio=2**40),
+     r"max_ratio: expected an int in \[-2147483648, 2147483647\], received 1099511627776"),
+    (dict(OK, base_size=3e38), r"base_size: expected base_size \* \(ratio \+ step\) / 100 \(the "
+     r"max size of inputs\[2\]\) to be a finite float32, received base_size=3e\+38, "
+     r"min_ratio=20, max_ratio=90"),
+])
+def test_option_error_messages(kwargs, message):
+    """The messages say what was expected of the value received (an int beyond int32 is not
+    called "not >= 1"; sizes computed from base_size name it)."""
+    kwargs = dict(kwargs)
+    with pytest.raises(ValueError, match=rf"^{message}$"):
         MultiBoxHead(kwargs.pop("in_channels"), **kwargs)
 
 
