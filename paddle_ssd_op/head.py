@@ -9,13 +9,14 @@ it runs in Paddle Inference without this package.
 import zlib  # noqa: F401  -- must precede paddle: paddle 2.6.2 exports a zlib that crashes Python's
 
 import math
-import numbers
 from typing import List, NamedTuple
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
+
+from ._args import as_bool, as_float32, as_int, dtype_name, is_tensor
 
 __all__ = ["multi_box_head", "MultiBoxHead"]
 
@@ -38,43 +39,11 @@ class _PriorLayer(NamedTuple):
 # scalar arguments
 
 
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _as_float32(name, value):
-    """A number as the float32 an op attribute stores (1e39 is inf, hence refused)."""
-    if not _is_number(value):
-        raise TypeError(f"{name}: expected a number, received {type(value).__name__} {value!r}")
-    with np.errstate(over="ignore"):
-        result = np.float32(value)
-    if not np.isfinite(result):
-        raise ValueError(f"{name}: expected a finite float32 number, received {value!r}")
-    return result
-
-
 def _as_positive_float32(name, value):
-    result = _as_float32(name, value)
+    result = as_float32(name, value)
     if not result > 0:
         raise ValueError(f"{name}: expected a number > 0, received {value!r}")
     return result
-
-
-def _as_int(name, value, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int, received {type(value).__name__} {value!r}")
-    if not minimum <= value < 2**31:  # an int32 attribute of the ops
-        raise ValueError(f"{name}: expected an int in [{minimum}, {2**31 - 1}], received "
-                         f"{value!r}")
-    return int(value)
-
-
-def _as_bool(name, value):
-    """A bool; fluid also took the ints 0 and 1."""
-    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral)
-                                               and value in (0, 1)):
-        return bool(value)
-    raise TypeError(f"{name}: expected a bool, received {type(value).__name__} {value!r}")
 
 
 def _as_list(name, value, length=None, what="a list or tuple"):
@@ -106,7 +75,7 @@ def _sizes_from_ratios(num_layers, base_size, min_ratio, max_ratio):
             raise ValueError(f"{name}: expected an int (with more than 2 inputs and no "
                              f"min_sizes/max_sizes the sizes come from min_ratio and max_ratio), "
                              f"received None")
-        _as_int(name, ratio, minimum=-2**31)
+        as_int(name, ratio, minimum=-2**31)
     if min_ratio < 1:
         raise ValueError(f"min_ratio: expected an int >= 1 (a percentage of base_size), "
                          f"received {min_ratio}")
@@ -138,7 +107,7 @@ def _layer_sizes(i, min_entry, max_entry):
     min_sizes = [_as_positive_float32(f"min_sizes[{i}]", v) for v in _entry_list(min_entry)]
     if not min_sizes:
         raise ValueError(f"min_sizes[{i}]: expected at least one size, received {min_entry!r}")
-    max_values = [_as_float32(f"max_sizes[{i}]", v) for v in _entry_list(max_entry)]
+    max_values = [as_float32(f"max_sizes[{i}]", v) for v in _entry_list(max_entry)]
     # fluid's prior_box layer: an empty entry, or one whose first value is <= 0, means no
     # max-size box on this layer (the other values are then ignored).
     if not max_values or not max_values[0] > 0:
@@ -196,7 +165,7 @@ def _layer_steps(num_layers, steps, step_w, step_h):
     for i in range(num_layers):
         pair = []
         for name, values in zip(names, (step_w, step_h)):
-            step = _as_float32(f"{name}[{i}]", values[i])
+            step = as_float32(f"{name}[{i}]", values[i])
             if step < 0:
                 raise ValueError(f"{name}[{i}]: expected a number >= 0 (0: image size / map "
                                  f"size), received {values[i]!r}")
@@ -252,8 +221,8 @@ def _as_pair(name, value, minimum):
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
             raise ValueError(f"{name}: expected an int or 2 ints, received {value!r}")
-        return [_as_int(name, v, minimum) for v in value]
-    return [_as_int(name, value, minimum)] * 2
+        return [as_int(name, v, minimum) for v in value]
+    return [as_int(name, value, minimum)] * 2
 
 
 def _as_padding(pad):
@@ -270,7 +239,7 @@ def _as_padding(pad):
                 raise ValueError(f"pad: expected [[0, 0], [0, 0], [top, bottom], [left, right]] "
                                  f"(no padding of N and C), received {pad!r}")
             pad = [*pad[2], *pad[3]]
-        return [_as_int("pad", p, 0) for p in pad]
+        return [as_int("pad", p, 0) for p in pad]
     return _as_pair("pad", pad, 0)
 
 
@@ -304,18 +273,6 @@ class _Conv2D(nn.Layer):
 # tensors
 
 
-def _is_tensor(x):
-    types = [paddle.Tensor, paddle.static.Variable]
-    if hasattr(paddle, "pir") and hasattr(paddle.pir, "Value"):
-        types.append(paddle.pir.Value)
-    return isinstance(x, tuple(types))
-
-
-def _dtype(x):
-    """The dtype's name ('float32', ...) whatever the mode and Paddle version."""
-    return str(x.dtype).split(".")[-1]
-
-
 def _dtype_name(dtype):
     """'float32' for 'float32', paddle.float32, np.float32, ..."""
     if isinstance(dtype, str):
@@ -336,18 +293,18 @@ def _check_tensors(inputs, image):
         raise ValueError("inputs: expected a non-empty list of 4-D tensors, received []")
     inputs = list(inputs)
     for name, x in [(f"inputs[{i}]", x) for i, x in enumerate(inputs)] + [("image", image)]:
-        if not _is_tensor(x):
+        if not is_tensor(x):
             raise TypeError(f"{name}: expected a paddle Tensor, received {type(x).__name__}")
         if len(x.shape) != 4:
             raise ValueError(f"{name}: expected a 4-D tensor [N, C, H, W], received shape "
                              f"{list(x.shape)}")
     for i, x in enumerate(inputs):
-        if _dtype(x) not in _FLOAT_DTYPES:
+        if dtype_name(x) not in _FLOAT_DTYPES:
             raise TypeError(f"inputs[{i}]: expected dtype float32 or float64, received "
-                            f"{_dtype(x)}")
-        if _dtype(x) != _dtype(inputs[0]):
+                            f"{dtype_name(x)}")
+        if dtype_name(x) != dtype_name(inputs[0]):
             raise TypeError(f"inputs[{i}]: expected the dtype of inputs[0] "
-                            f"({_dtype(inputs[0])}), received {_dtype(x)}")
+                            f"({dtype_name(inputs[0])}), received {dtype_name(x)}")
         n, n0 = x.shape[0], inputs[0].shape[0]
         if n >= 0 and n0 >= 0 and n != n0:
             raise ValueError(f"inputs[{i}]: expected the batch size of inputs[0] ({n0}), "
@@ -398,12 +355,12 @@ class MultiBoxHead(nn.Layer):
                                "of each input)")
         if not in_channels:
             raise ValueError("in_channels: expected a non-empty list of ints, received []")
-        self._in_channels = [_as_int(f"in_channels[{i}]", c, 1) for i, c in enumerate(in_channels)]
-        self._num_classes = _as_int("num_classes", num_classes, 1)
-        self._flip = _as_bool("flip", flip)
-        self._clip = _as_bool("clip", clip)
-        self._min_max_order = _as_bool("min_max_aspect_ratios_order", min_max_aspect_ratios_order)
-        self._offset = float(_as_float32("offset", offset))
+        self._in_channels = [as_int(f"in_channels[{i}]", c, 1) for i, c in enumerate(in_channels)]
+        self._num_classes = as_int("num_classes", num_classes, 1)
+        self._flip = as_bool("flip", flip)
+        self._clip = as_bool("clip", clip)
+        self._min_max_order = as_bool("min_max_aspect_ratios_order", min_max_aspect_ratios_order)
+        self._offset = float(as_float32("offset", offset))
         if not 0.0 <= self._offset <= 1.0:
             raise ValueError(f"offset: expected a number in [0, 1], received {offset!r}")
         variance = _as_list("variance", variance, what="4 numbers")
@@ -473,9 +430,9 @@ class MultiBoxHead(nn.Layer):
             if x.shape[1] != channels:
                 raise ValueError(f"inputs[{i}]: expected {channels} channels (in_channels[{i}]), "
                                  f"received shape {list(x.shape)}")
-            if _dtype(x) != self._dtype:
+            if dtype_name(x) != self._dtype:
                 raise TypeError(f"inputs[{i}]: expected dtype {self._dtype} (that of the "
-                                f"parameters), received {_dtype(x)}")
+                                f"parameters), received {dtype_name(x)}")
         self._check_conv_fits(inputs)
 
         mbox_locs, mbox_confs, boxes, variances = [], [], [], []
@@ -529,5 +486,5 @@ def multi_box_head(inputs, image, base_size, num_classes, aspect_ratios, min_rat
     head = MultiBoxHead([x.shape[1] for x in inputs], base_size, num_classes, aspect_ratios,
                         min_ratio, max_ratio, min_sizes, max_sizes, steps, step_w, step_h,
                         offset, variance, flip, clip, kernel_size, pad, stride, name,
-                        min_max_aspect_ratios_order, dtype=_dtype(inputs[0]))
+                        min_max_aspect_ratios_order, dtype=dtype_name(inputs[0]))
     return head(inputs, image)

@@ -11,10 +11,11 @@ The NMS operator per mode:
   ``return_rois_num`` (those ops do not count rows) ``multiclass_nms3``, followed by the [[-1]]
   graph ops and a ``lod_reset`` op that sets fluid's LoD.
 """
-import numbers
 
-import numpy as np
 import paddle
+
+from ._args import (as_bool, as_choice, as_float32, as_int, dtype_name, in_pir_mode, is_tensor,
+                    known)
 
 _FLOAT_DTYPES = ("float32", "float64")
 _NMS_ATTRS = ("fluid", "forwarded")
@@ -63,9 +64,9 @@ def detection_output(loc, scores, prior_box, prior_box_var, background_label=0,
     """
     attrs = _nms_attrs(background_label, nms_threshold, nms_top_k, keep_top_k, score_threshold,
                        nms_eta, nms_attrs)
-    return_index = _as_bool("return_index", return_index)
-    return_rois_num = _as_bool("return_rois_num", return_rois_num)
-    empty_result = _as_choice("empty_result", empty_result, _EMPTY_RESULTS)
+    return_index = as_bool("return_index", return_index)
+    return_rois_num = as_bool("return_rois_num", return_rois_num)
+    empty_result = as_choice("empty_result", empty_result, _EMPTY_RESULTS)
     _check_inputs(loc, scores, prior_box)
     variance = _variance(prior_box_var, prior_box)
     sentinel = empty_result == "fluid" and not return_index
@@ -84,10 +85,10 @@ def detection_output(loc, scores, prior_box, prior_box_var, background_label=0,
         if not place.is_cpu_place():
             out, index, rois_num = (x._copy_to(place, True) for x in (out, index, rois_num))
     else:
-        if _in_pir_mode():
+        if in_pir_mode():
             loc, prior_box, variance = _fed_dtype_checked(loc, prior_box, variance)
         boxes, probs = _decode(loc, scores, prior_box, variance)
-        if _in_pir_mode():
+        if in_pir_mode():
             out, index, rois_num = paddle._C_ops.multiclass_nms3(boxes, probs, None, *attrs)
             if sentinel:
                 out = _fluid_empty_output(out, _empty_flag(rois_num))
@@ -117,111 +118,58 @@ def detection_output(loc, scores, prior_box, prior_box_var, background_label=0,
 def _nms_attrs(background_label, nms_threshold, nms_top_k, keep_top_k, score_threshold, nms_eta,
                nms_attrs):
     """The attributes of multiclass_nms3 in its argument order, after checking all of them."""
-    background_label = _as_int("background_label", background_label)
+    background_label = as_int("background_label", background_label)
     nms_threshold = _as_unit_interval("nms_threshold", nms_threshold)
     score_threshold = _as_unit_interval("score_threshold", score_threshold)
     nms_top_k = _as_top_k("nms_top_k", nms_top_k)
     keep_top_k = _as_top_k("keep_top_k", keep_top_k)
-    eta = _as_float32("nms_eta", nms_eta)
+    eta = float(as_float32("nms_eta", nms_eta))
     if not 0.0 < eta <= 1.0:
         raise ValueError(f"nms_eta: expected a number in (0, 1], received {nms_eta!r}")
-    if _as_choice("nms_attrs", nms_attrs, _NMS_ATTRS) == "fluid":
+    if as_choice("nms_attrs", nms_attrs, _NMS_ATTRS) == "fluid":
         background_label, eta = _FLUID_BACKGROUND_LABEL, _FLUID_NMS_ETA
     normalized = True  # fluid's box_coder decodes normalized boxes, so IoU has no +1
     return (score_threshold, nms_top_k, keep_top_k, nms_threshold, normalized, eta,
             background_label)
 
 
-def _as_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}: expected one of {choices}, received {value!r}")
-    return value
-
-
-def _as_bool(name, value):
-    # fluid tested return_index for truth: 0 and 1 work there too.
-    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral)
-                                               and value in (0, 1)):
-        return bool(value)
-    raise TypeError(f"{name}: expected a bool, received {type(value).__name__} {value!r}")
-
-
-def _as_int(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int, received {type(value).__name__} {value!r}")
-    value = int(value)
-    if not -2**31 <= value < 2**31:
-        raise ValueError(f"{name}: expected a 32-bit int, received {value}")
-    return value
-
-
 def _as_top_k(name, value):
-    value = _as_int(name, value)
+    value = as_int(name, value)
     if value == 0 or value < -1:
         raise ValueError(f"{name}: expected -1 (all) or an int > 0, received {value}")
     return value
 
 
-def _as_float32(name, value):
-    """A number as the float32 op attribute will hold it (1e39 is inf there)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a number, received {type(value).__name__} {value!r}")
-    try:
-        with np.errstate(over="ignore"):
-            as_float32 = float(np.float32(value))
-    except OverflowError:  # an int beyond float64
-        as_float32 = float("inf")
-    if not np.isfinite(as_float32):
-        raise ValueError(f"{name}: expected a finite float32 number, received {value!r}")
-    return as_float32
-
-
 def _as_unit_interval(name, value):
-    as_float32 = _as_float32(name, value)
-    if not 0.0 <= as_float32 <= 1.0:
+    result = float(as_float32(name, value))
+    if not 0.0 <= result <= 1.0:
         raise ValueError(f"{name}: expected a number in [0, 1], received {value!r}")
-    return as_float32
-
-
-def _is_tensor(x):
-    types = [paddle.Tensor, paddle.static.Variable]
-    if hasattr(paddle, "pir") and hasattr(paddle.pir, "Value"):
-        types.append(paddle.pir.Value)
-    return isinstance(x, tuple(types))
-
-
-def _dtype(x):
-    """The dtype's name ('float32', ...) whatever the mode and Paddle version."""
-    return str(x.dtype).split(".")[-1]
-
-
-def _known(*dims):
-    return all(d is not None and d >= 0 for d in dims)
+    return result
 
 
 def _check_inputs(loc, scores, prior_box):
     for name, x in (("loc", loc), ("scores", scores), ("prior_box", prior_box)):
-        if not _is_tensor(x):
+        if not is_tensor(x):
             raise TypeError(f"{name}: expected a paddle Tensor, received {type(x).__name__}")
     ls, ss, ps = list(loc.shape), list(scores.shape), list(prior_box.shape)
     if len(ls) != 3 or ls[2] != 4:
         raise ValueError(f"loc: expected shape [N, Np, 4], received {ls}")
-    if _dtype(loc) not in _FLOAT_DTYPES:
-        raise TypeError(f"loc: expected dtype float32 or float64, received {_dtype(loc)}")
+    if dtype_name(loc) not in _FLOAT_DTYPES:
+        raise TypeError(f"loc: expected dtype float32 or float64, received {dtype_name(loc)}")
     for name, x in (("scores", scores), ("prior_box", prior_box)):
-        if _dtype(x) != _dtype(loc):
-            raise TypeError(f"{name}: expected the dtype of loc ({_dtype(loc)}), "
-                            f"received {_dtype(x)}")
-    if len(ss) != 3 or any(_known(a, b) and a != b for a, b in zip(ss[:2], ls[:2])):
+        if dtype_name(x) != dtype_name(loc):
+            raise TypeError(f"{name}: expected the dtype of loc ({dtype_name(loc)}), "
+                            f"received {dtype_name(x)}")
+    if len(ss) != 3 or any(known(a, b) and a != b for a, b in zip(ss[:2], ls[:2])):
         raise ValueError(f"scores: expected shape [N, Np, C] with N, Np of loc {ls[:2]}, "
                          f"received {ss}")
-    if _known(ls[0]) and ls[0] == 0:
+    if known(ls[0]) and ls[0] == 0:
         raise ValueError(f"loc: expected at least one image (N > 0), received shape {ls}")
-    if _known(ls[1]) and ls[1] == 0:
+    if known(ls[1]) and ls[1] == 0:
         raise ValueError(f"loc: expected at least one prior (Np > 0), received shape {ls}")
-    if _known(ss[2]) and ss[2] == 0:
+    if known(ss[2]) and ss[2] == 0:
         raise ValueError(f"scores: expected at least one class (C > 0), received shape {ss}")
-    if len(ps) != 2 or ps[1] != 4 or (_known(ps[0], ls[1]) and ps[0] != ls[1]):
+    if len(ps) != 2 or ps[1] != 4 or (known(ps[0], ls[1]) and ps[0] != ls[1]):
         raise ValueError(f"prior_box: expected shape [Np, 4] = [{ls[1]}, 4], received {ps}")
 
 
@@ -229,28 +177,23 @@ def _variance(prior_box_var, prior_box):
     """A [Np, 4] tensor, or the 4 variances as a list (box_coder's ``variance`` attribute)."""
     if prior_box_var is None:
         return [1.0, 1.0, 1.0, 1.0]
-    if _is_tensor(prior_box_var):
+    if is_tensor(prior_box_var):
         vs, ps = list(prior_box_var.shape), list(prior_box.shape)
-        if len(vs) != 2 or vs[1] != 4 or (_known(vs[0], ps[0]) and vs[0] != ps[0]):
+        if len(vs) != 2 or vs[1] != 4 or (known(vs[0], ps[0]) and vs[0] != ps[0]):
             raise ValueError(f"prior_box_var: expected shape [Np, 4] = [{ps[0]}, 4] like "
                              f"prior_box, received {vs}")
-        if _dtype(prior_box_var) != _dtype(prior_box):
+        if dtype_name(prior_box_var) != dtype_name(prior_box):
             raise TypeError(f"prior_box_var: expected the dtype of prior_box "
-                            f"({_dtype(prior_box)}), received {_dtype(prior_box_var)}")
+                            f"({dtype_name(prior_box)}), received {dtype_name(prior_box_var)}")
         return prior_box_var
     if not isinstance(prior_box_var, (list, tuple)) or len(prior_box_var) != 4:
         raise TypeError(f"prior_box_var: expected a [Np, 4] tensor, 4 numbers or None, "
                         f"received {type(prior_box_var).__name__} {prior_box_var!r}")
-    return [_as_float32("prior_box_var", v) for v in prior_box_var]
+    return [float(as_float32("prior_box_var", v)) for v in prior_box_var]
 
 
 # ---------------------------------------------------------------------------------------------
 # computation
-
-def _in_pir_mode():
-    in_pir = getattr(paddle.framework, "in_pir_mode", None)
-    return bool(in_pir and in_pir())
-
 
 def _fed_dtype_checked(loc, prior_box, variance):
     """The box_coder inputs of a PIR program behind a cast to their own dtype.
@@ -260,9 +203,9 @@ def _fed_dtype_checked(loc, prior_box, variance):
     region, where the exception aborts the process. The cast's kernel finds it outside and
     raises it as a Python exception; a tensor of the right dtype is only copied.
     """
-    loc, prior_box = paddle.cast(loc, _dtype(loc)), paddle.cast(prior_box, _dtype(prior_box))
-    if _is_tensor(variance):
-        variance = paddle.cast(variance, _dtype(variance))
+    loc, prior_box = paddle.cast(loc, dtype_name(loc)), paddle.cast(prior_box, dtype_name(prior_box))
+    if is_tensor(variance):
+        variance = paddle.cast(variance, dtype_name(variance))
     return loc, prior_box, variance
 
 

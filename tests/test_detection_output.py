@@ -417,7 +417,7 @@ ERRORS = [
     ({"nms_top_k": 0}, ValueError, "nms_top_k: expected -1 (all) or an int > 0, received 0"),
     ({"nms_top_k": -2}, ValueError, "nms_top_k: expected -1 (all) or an int > 0"),
     ({"nms_top_k": 10.0}, TypeError, "nms_top_k: expected an int"),
-    ({"nms_top_k": 2**31}, ValueError, "nms_top_k: expected a 32-bit int"),
+    ({"nms_top_k": 2**31}, ValueError, "nms_top_k: expected an int in [-2147483648, 2147483647]"),
     ({"keep_top_k": 0}, ValueError, "keep_top_k: expected -1 (all) or an int > 0"),
     ({"keep_top_k": True}, TypeError, "keep_top_k: expected an int"),
     ({"background_label": 0.0}, TypeError, "background_label: expected an int"),
