@@ -289,3 +289,37 @@ def test_migration_page_writes_no_layer():
     assert defs - set(re.findall(r"^def (\w+)", fluid_code, re.M)) == {"for_test"}
     assert "paddle_ssd_op.multi_box_head(" in paddle_code
     assert "paddle_ssd_op.detection_output(" in paddle_code
+
+
+def launch(command, cwd):
+    env = dict(os.environ, GLOG_minloglevel="2", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([str(c) for c in command], cwd=cwd, env=env, timeout=600,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return result.returncode, result.stdout
+
+
+@pytest.mark.slow  # about 30 s
+def test_static_data_parallel_two_processes_as_one(tmp_path):
+    """train_data_parallel.py (the static program, gradients and positives all-reduced over
+    gloo) with 2 processes gives what 1 process gives on the same global batch of 4: losses
+    and trained parameters (batch norm frozen: with batch statistics each process would
+    normalize by its own share)."""
+    args = [EXAMPLE / "train_data_parallel.py", "--steps", "2", "--freeze-bn"]
+    code, out = launch([sys.executable, *args, "--dump", tmp_path / "one.npz"], tmp_path)
+    assert code == 0, out[-4000:]
+    logs = tmp_path / "logs"
+    code, out = launch([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
+                        "2", "--max_restart", "0", "--log_dir", logs, *args,
+                        "--dump", tmp_path / "two.npz"], tmp_path)
+    worker_logs = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}"
+                          for p in sorted(logs.glob("workerlog.*")))
+    assert code == 0 and (tmp_path / "two.npz").exists(), f"{out[-3000:]}{worker_logs}"
+    assert "(2 process(es))" in worker_logs
+    one, two = dict(np.load(tmp_path / "one.npz")), dict(np.load(tmp_path / "two.npz"))
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
+    names = [k for k in one if k.startswith("param/")]
+    assert len(names) == 129 and sorted(names) == sorted(k for k in two if k != "losses")
+    for name in names:
+        np.testing.assert_allclose(two[name], one[name], rtol=0,
+                                   atol=1e-4 * np.abs(one[name]).max(), err_msg=name)
