@@ -159,20 +159,10 @@ void check_inputs(const paddle::Tensor& location, const paddle::Tensor& confiden
   }
 }
 
-ssd_loss::Options forward_options(int background_label, float overlap_threshold,
-                                  float neg_pos_ratio, float neg_overlap, float loc_loss_weight,
-                                  float conf_loss_weight, const std::string& match_type,
-                                  const std::string& mining_type, const std::string& normalization,
-                                  int sample_size, int min_negatives_per_image,
-                                  const std::string& neg_overlap_mode, int64_t num_classes) {
-  SSD_CHECK(background_label >= 0 && background_label < num_classes, "background_label: expected ",
-           "a class id in [0, ", num_classes, ") (C = confidence.shape[2]), received ",
-           background_label);
+ssd_loss::Options forward_options(const ssd_loss::Attributes& attributes, int64_t num_classes) {
   ssd_loss::Options opt;
-  const std::string err = ssd_loss::make_options(
-      background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
-      conf_loss_weight, match_type, mining_type, normalization, sample_size,
-      min_negatives_per_image, neg_overlap_mode, &opt);
+  std::string err = ssd_loss::make_options(attributes, &opt);
+  if (err.empty()) err = ssd_loss::check_background_label(opt.background_label, num_classes);
   SSD_CHECK(err.empty(), err);
   return opt;
 }
