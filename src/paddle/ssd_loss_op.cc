@@ -236,7 +236,9 @@ PD_BUILD_DOUBLE_GRAD_OP(fused_ssd_loss)
     .SetInferShapeFn(PD_INFER_SHAPE(SsdLossDoubleBackwardInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SsdLossDoubleBackwardInferDtype));
 
-// Thread and cache control for Python (paddle_ssd_op.set_num_threads, empty_cache), via ctypes.
+// Thread and cache control through ctypes (paddle_ssd_op.empty_cache; the thread count is that of
+// the core library, which the op shares with _core: paddle_ssd_op.set_num_threads goes through
+// _core, and a C user of the op library alone through these).
 extern "C" {
 __attribute__((visibility("default"))) void paddle_ssd_op_set_num_threads(int n) {
   ssd_loss::set_num_threads(n);
