@@ -45,6 +45,7 @@
 #include "ssd_loss/bits.h"
 #include "ssd_loss/box.h"
 #include "ssd_loss/mine.h"
+#include "ssd_loss/policy.h"
 #include "ssd_loss/softmax.h"
 #include "ssd_loss/ssd_loss.h"
 #include "ssd_loss_cuda.h"
@@ -628,8 +629,7 @@ __global__ void __launch_bounds__(kImageThreads) mine_loss_kernel(MineArgs<T> a)
       }
     }
   } else if (!rejected) {
-    // hard_example: keep the sample_size hardest priors of all; kept unmatched priors become
-    // negatives, matched priors not kept lose their match.
+    // hard_example: keep the sample_size hardest priors of all (apply_hard_example, policy.h).
     const int64_t kept = a.sample_size < np ? a.sample_size : np;
     const bool keep_all = kept >= np, keep_none = kept <= 0;
     MiningKey kth{0ull, 0u};
@@ -640,11 +640,7 @@ __global__ void __launch_bounds__(kImageThreads) mine_loss_kernel(MineArgs<T> a)
     for (int64_t p = tid; p < np; p += kImageThreads) {
       const bool is_kept =
           keep_all || (!keep_none && !key_less(kth, mining_key(ce[p], static_cast<int32_t>(p))));
-      if (match[p] < 0) {
-        if (is_kept) target_class[p] = background;
-      } else if (!is_kept) {
-        match[p] = -1;
-        target_class[p] = -1;
+      if (apply_hard_example(is_kept, background, match + p, target_class + p)) {
         T* t = loc_target + 4 * p;
         t[0] = t[1] = t[2] = t[3] = T(0);
         ++dropped;
@@ -680,35 +676,17 @@ __global__ void __launch_bounds__(kImageThreads) mine_loss_kernel(MineArgs<T> a)
 
 // ---- 5. normalization ---------------------------------------------------------------------------
 
-// Normalization as an int: 0 valid, 1 full, 2 batch_size, 3 none (see normalization_code).
 template <typename T>
 __global__ void __launch_bounds__(kImageThreads)
-    normalize_kernel(const int64_t* num_pos, int64_t n, int64_t np, int normalization, T* loss,
-                     T* normalizer) {
+    normalize_kernel(const int64_t* num_pos, int64_t n, int64_t np, Normalization normalization,
+                     T* loss, T* divisor_out) {
   __shared__ long long s_count[kImageWarps];
   long long count = 0;
   for (int64_t i = threadIdx.x; i < n; i += kImageThreads) count += num_pos[i] > 0 ? num_pos[i] : 0;
   const long long total = block_sum(count, s_count);  // integer: exact in any order
-  long long d = 1;
-  switch (normalization) {
-    case 0: d = total; break;   // valid; clamped at 1 below, unlike fluid (docs/semantics.md §11)
-    case 1: d = n * np; break;  // full
-    case 2: d = n; break;       // batch_size
-    default: break;             // none
-  }
-  const T divisor = static_cast<T>(d > 1 ? d : 1LL);
-  if (threadIdx.x == 0) *normalizer = divisor;
+  const T divisor = static_cast<T>(normalizer(normalization, total, n, np));
+  if (threadIdx.x == 0) *divisor_out = divisor;
   for (int64_t i = threadIdx.x; i < n; i += kImageThreads) loss[i] /= divisor;
-}
-
-inline int normalization_code(Normalization normalization) {
-  switch (normalization) {
-    case Normalization::kValid: return 0;
-    case Normalization::kFull: return 1;
-    case Normalization::kBatchSize: return 2;
-    case Normalization::kNone: break;
-  }
-  return 3;
 }
 
 // ---- backward -----------------------------------------------------------------------------------
@@ -770,7 +748,7 @@ __device__ __forceinline__ int64_t label_as_int64(int64_t v, int64_t) { return v
 // As labels_as_int64 in the op: truncation toward zero, after a range check (truncating NaN or a
 // huge value is undefined behaviour). Out of range -> -1, which match_kernel rejects.
 __device__ __forceinline__ int64_t label_as_int64(double v, int64_t num_classes) {
-  return v > -1.0 && v < static_cast<double>(num_classes) ? static_cast<int64_t>(v) : -1;
+  return float_label_in_range(v, num_classes) ? static_cast<int64_t>(v) : -1;
 }
 __device__ __forceinline__ int64_t label_as_int64(float v, int64_t num_classes) {
   return label_as_int64(static_cast<double>(v), num_classes);
@@ -791,16 +769,7 @@ template <typename L>
 __global__ void gt_offsets_kernel(const L* __restrict__ lengths, int64_t n, int64_t num_gt,
                                   int64_t* __restrict__ offsets) {
   if (blockIdx.x != 0 || threadIdx.x != 0) return;
-  bool valid = true;
-  int64_t sum = 0;
-  offsets[0] = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t len = static_cast<int64_t>(lengths[i]);
-    valid = valid && len >= 0 && len <= num_gt - sum;  // no overflow, never past num_gt
-    if (valid) sum += len;
-    offsets[i + 1] = sum;
-  }
-  if (!valid || sum != num_gt) {
+  if (offsets_from_lengths(lengths, n, num_gt, offsets) >= 0 || offsets[n] != num_gt) {
     for (int64_t i = 0; i <= n; ++i) offsets[i] = -1;
   }
 }
@@ -938,7 +907,7 @@ cudaError_t forward_cuda(const ForwardInputs<T>& in, const Sizes& sz, const Opti
     mine_loss_kernel<T><<<static_cast<unsigned>(n), kImageThreads, 0, stream>>>(mine);
   }
   normalize_kernel<T><<<1, kImageThreads, 0, stream>>>(
-      num_pos, n, np, normalization_code(opt.normalization), out.loss, out.normalizer);
+      num_pos, n, np, opt.normalization, out.loss, out.normalizer);
   return cudaGetLastError();
 }
 

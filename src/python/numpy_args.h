@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "ssd_loss/policy.h"
 #include "ssd_loss/ssd_loss.h"
 
 namespace ssd_loss {
@@ -188,7 +189,12 @@ ForwardShape check_forward_args(const Array<T>& location, const Array<T>& confid
           "prior_box_var: expected shape [Np, 4] or 4 values");
   require(check_background_label(opt.background_label, s.nc));
   s.gt_offsets.assign(s.n + 1, 0);
-  for (int64_t i = 0; i < s.n; ++i) s.gt_offsets[i + 1] = s.gt_offsets[i] + gt_lengths.data()[i];
+  const int64_t bad = offsets_from_lengths(gt_lengths.data(), s.n, s.ng, s.gt_offsets.data());
+  if (bad >= 0) {
+    require(false, "gt_lengths: expected counts >= 0 summing to the number of gt_box rows " +
+                       std::to_string(s.ng) + ", received " +
+                       std::to_string(gt_lengths.data()[bad]) + " at image " + std::to_string(bad));
+  }
   require(check_gt_offsets(s.gt_offsets.data(), s.n, s.ng));
   require(check_labels(gt_label.data(), s.ng, s.nc));
   return s;
