@@ -3,8 +3,8 @@
 // compare the CUDA path against the CPU core call for call. Inputs are copied to the device
 // (cudaMalloc / cudaMemcpy), the launchers run on the default stream, outputs are copied back.
 //
-// Link with ssd_loss_kernels.cu and the core's host-side checks and option parsing
-// (check_gt_offsets, check_labels, make_options: src/core/options.cc), e.g.
+// Link with the kernels (the other src/cuda/*.cu) and the core's host-side checks and option
+// parsing (check_gt_offsets, check_labels, make_options: src/core/options.cc), e.g.
 // scripts/check_cuda_compile.sh --link. Importing needs no GPU; calls without a CUDA device raise
 // RuntimeError. device_count() returns 0 when no device is usable.
 #include <cuda_runtime.h>
