@@ -6,7 +6,7 @@ VENV26 ?= .venv-paddle2.6
 PADDLE ?= 3.3.1
 PADDLE26 ?= 2.6.2
 DEPS := numpy pybind11 pytest hypothesis wheel "setuptools>=70.1" matplotlib tqdm
-PACKAGE_SOURCES := setup.py pyproject.toml paddle_ssd_op_autoload.py paddle_ssd_op_autoload.pth $(shell find src include paddle_ssd_op -type f \
+PACKAGE_SOURCES := setup.py pyproject.toml compile_flags.env paddle_ssd_op_autoload.py paddle_ssd_op_autoload.pth $(shell find src include paddle_ssd_op -type f \
 	\( -name '*.cc' -o -name '*.h' -o -name '*.cu' -o -name '*.py' \) 2>/dev/null)
 PYTEST_ARGS ?=
 JOBS ?= 2

@@ -3,12 +3,13 @@
 # into an environment that already holds the paddlepaddle the package will run with: the .so is
 # tied to that exact Paddle version.
 #
-# Against a Paddle built with CUDA, the op also gets the CUDA kernels (src/cuda/ssd_loss_kernels.cu,
+# Against a Paddle built with CUDA, the op also gets the CUDA kernels (src/cuda/*.cu,
 # compiled by nvcc); PADDLE_SSD_OP_CPU_ONLY=1 builds without them (GPU tensors then take the
 # op's host fallback). The CUDA toolkit is found through CUDA_HOME, else the nvcc on PATH.
 import zlib  # noqa: F401  -- must precede paddle: paddle 2.6.2 exports a zlib that crashes Python's
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -66,37 +67,47 @@ if WITH_CUDA:
             "CUDA_HOME to the toolkit root, or PADDLE_SSD_OP_CPU_ONLY=1 to build without the "
             "CUDA kernels.")
 
+def read_compile_flags(path=ROOT / "compile_flags.env"):
+    """The NAME="flags" lines of compile_flags.env (the compile flags of every build), split."""
+    flags = {}
+    for line in path.read_text().splitlines():
+        match = re.fullmatch(r'(SSD_LOSS_\w+)="(.*)"', line.strip())
+        if match:
+            flags[match.group(1)] = shlex.split(match.group(2))
+    return flags
+
+
+FLAGS = read_compile_flags()
+CXXFLAGS = FLAGS["SSD_LOSS_RELEASE_FLAGS"] + FLAGS["SSD_LOSS_VALUE_CXXFLAGS"]
 CORE_SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src" / "core").glob("*.cc"))
 # ssd_loss_op_cuda.cc is the op's GPU dispatch: it calls the CUDA kernels.
 OP_SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src" / "paddle").glob("*.cc")
                     if WITH_CUDA or p.name != "ssd_loss_op_cuda.cc")
-CUDA_SOURCES = ["src/cuda/ssd_loss_kernels.cu"]
+# The kernels (src/cuda/*.cu but the NumPy binding core_cuda_module.cu, built by the scripts).
+CUDA_SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src" / "cuda").glob("*.cu")
+                      if p.name != "core_cuda_module.cu")
 INCLUDE = str(ROOT / "include")
-# -ffp-contract=off: no FMA contraction, so every build (and the CUDA one, with --fmad=false)
-# computes the same bits; -fno-trapping-math lets selects vectorize without changing any value;
-# -fno-wrapv undoes the -fwrapv of Python's own build flags, under which GCC leaves the matching
-# loops (32-bit prior indices) scalar.
-CXXFLAGS = ["-O3", "-DNDEBUG", "-ffp-contract=off", "-fno-trapping-math", "-fno-wrapv"]
+# The core is one shared library beside the modules, linked by both the op and _core: one copy of
+# its state (the thread pool) per process, whichever module set the thread count.
+CORE_LIBRARY = "libssd_loss_core.so"
+LINK_CORE = ["-l:" + CORE_LIBRARY, "-Wl,-rpath,$ORIGIN"]
 
 
 if WITH_CUDA:
-    # --fmad=false: no fused multiply-add, so the kernels' IoU and exp give the CPU core's bits and
-    # the same match and mining decisions (src/cuda/ssd_loss_kernels.cu).
-    NVCCFLAGS = ["-O3", "-DNDEBUG", "-std=c++17", "--fmad=false",
-                 "-gencode", "arch=compute_80,code=sm_80",
-                 "-gencode", "arch=compute_90,code=sm_90"]
+    NVCCFLAGS = (FLAGS["SSD_LOSS_RELEASE_FLAGS"] + ["-std=c++17"]
+                 + FLAGS["SSD_LOSS_VALUE_NVCCFLAGS"] + FLAGS["SSD_LOSS_CUDA_ARCH_FLAGS"])
     # CUDA 13 moved thrust / cub under include/cccl, where Paddle 2.6's GPU headers (included by
     # the .cc files, which are compiled with -DPADDLE_WITH_CUDA) do not look; its CCCL needs
     # C++17, also in the .cc files.
     CCCL = Path(CUDA_HOME) / "include" / "cccl"
     op = CUDAExtension(
-        sources=OP_SOURCES + CORE_SOURCES + CUDA_SOURCES,
+        sources=OP_SOURCES + CUDA_SOURCES,
         include_dirs=[INCLUDE, str(ROOT / "src" / "cuda")] + ([str(CCCL)] if CCCL.is_dir() else []),
         extra_compile_args={"cxx": CXXFLAGS + ["-std=c++17"], "nvcc": NVCCFLAGS},
     )
 else:
     op = CppExtension(
-        sources=OP_SOURCES + CORE_SOURCES,
+        sources=OP_SOURCES,
         include_dirs=[INCLUDE],
         extra_compile_args={"cxx": CXXFLAGS},
     )
@@ -104,24 +115,44 @@ op.name = "paddle_ssd_op._ssd_op"  # set afterwards: 2.6.2's CppExtension takes 
 
 core = Extension(
     "paddle_ssd_op._core",
-    sources=["src/python/core_module.cc"] + CORE_SOURCES,
+    sources=["src/python/core_module.cc"],
+    # setuptools rebuilds a plain extension only when these are newer than it (the core library's
+    # file is added when it is built).
+    depends=sorted(str(p.relative_to(ROOT)) for p in [*(ROOT / "include").rglob("*.h"),
+                                                       *(ROOT / "src" / "python").glob("*.h"),
+                                                       ROOT / "compile_flags.env"]),
     include_dirs=[INCLUDE, pybind11.get_include()],
     extra_compile_args=CXXFLAGS,
     language="c++",
 )
 
 
-
 class BuildExtensions(BuildExtension.with_options(no_python_abi_suffix=True)):
-    """Paddle's BuildExtension accepts a single extension (the op); the pybind11 module is built
-    afterwards by the plain setuptools step."""
+    """Builds the core library first (the modules link it), then the op: Paddle's BuildExtension
+    accepts a single extension; the pybind11 module is built afterwards by the plain setuptools
+    step."""
 
     def build_extensions(self):
+        core_dir = self._build_core_library()
+        for ext in self.extensions:
+            ext.extra_link_args = list(ext.extra_link_args or []) + ["-L" + core_dir] + LINK_CORE
+        core.depends = list(core.depends) + [str(Path(core_dir) / CORE_LIBRARY)]
         others = [ext for ext in self.extensions if ext is not op]
         self.extensions = [op]
         super().build_extensions()
         for ext in others:
             build_ext.build_extension(self, ext)
+
+    def _build_core_library(self):
+        """Compiles src/core into paddle_ssd_op/libssd_loss_core.so; returns its folder."""
+        package_dir = Path(self.get_ext_fullpath(core.name)).parent
+        package_dir.mkdir(parents=True, exist_ok=True)
+        objects = self.compiler.compile(CORE_SOURCES, output_dir=self.build_temp,
+                                        include_dirs=[INCLUDE],
+                                        extra_postargs=CXXFLAGS + ["-fPIC", "-pthread"])
+        self.compiler.link_shared_object(objects, str(package_dir / CORE_LIBRARY),
+                                         extra_postargs=["-pthread"], target_lang="c++")
+        return str(package_dir)
 
 
 class BuildPy(build_py):

@@ -19,6 +19,8 @@ _FLOAT_DTYPES = ("float32", "float64")
 _HALF_DTYPES = ("float16", "bfloat16")
 _LABEL_DTYPES = ("int32", "int64", "float32", "float64")
 _LENGTH_DTYPES = ("int32", "int64")
+# The op's attributes in its order: the core's table (include/ssd_loss/attributes.h).
+_ATTR_NAMES = tuple(name for name, _, _ in _core.ATTRIBUTES)
 
 
 # Under paddle.jit.to_static (AST), converting this wrapper would turn ``x.shape`` into tensors
@@ -67,9 +69,7 @@ def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=No
         (by default the number of matched priors in the whole batch, at least 1). With
         ``return_targets``, ``(loss, targets)``.
     """
-    attrs = _op_attrs(background_label, overlap_threshold, neg_pos_ratio, neg_overlap,
-                      loc_loss_weight, conf_loss_weight, match_type, mining_type, normalize,
-                      sample_size, normalization, min_negatives_per_image, neg_overlap_mode)
+    attrs = _op_attrs(locals())
     dynamic = paddle.in_dynamic_mode()
     if isinstance(gt_box, (list, tuple)) or isinstance(gt_label, (list, tuple)):
         gt_box, gt_label, gt_lengths = _concat_per_image(gt_box, gt_label, gt_lengths, dynamic)
@@ -120,37 +120,17 @@ def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=No
 # ---------------------------------------------------------------------------------------------
 # attributes
 
-def _op_attrs(background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
-              conf_loss_weight, match_type, mining_type, normalize, sample_size, normalization,
-              min_negatives_per_image, neg_overlap_mode):
-    """The op's attributes, each cast to its declared C++ type, in declaration order. Their value
-    rules are the core's (``_core.check_options``, the same the op applies when it runs), so a bad
-    value gets the same message here as from a saved program."""
-    normalize = _as_bool("normalize", normalize)
-    if normalization is None:
-        normalization = "valid" if normalize else "none"
-    attrs = (
-        _as_int("background_label", background_label),
-        _as_float("overlap_threshold", overlap_threshold),
-        _as_float("neg_pos_ratio", neg_pos_ratio),
-        _as_float("neg_overlap", neg_overlap),
-        _as_float("loc_loss_weight", loc_loss_weight),
-        _as_float("conf_loss_weight", conf_loss_weight),
-        _as_str("match_type", match_type),
-        _as_str("mining_type", mining_type),
-        _as_str("normalization", normalization),
-        0 if sample_size is None else _as_int("sample_size", sample_size),
-        _as_int("min_negatives_per_image", min_negatives_per_image),
-        _as_str("neg_overlap_mode", neg_overlap_mode),
-    )
-    _core.check_options(*attrs)
-    return attrs
-
-
-def _as_str(name, value):
-    if not isinstance(value, str):
-        raise TypeError(f"{name}: expected a str, received {type(value).__name__} {value!r}")
-    return str(value)
+def _op_attrs(arguments):
+    """The op's attributes from ``ssd_loss``'s arguments: the values in the op's order, cast to
+    their declared C++ types. The casts, the value rules and their messages are the core's
+    (``_core.op_attributes``, whose rules the op applies when it runs), so a bad value gets the
+    same exception and message here, from ``_core`` and from a program run later."""
+    values = {name: arguments[name] for name in _ATTR_NAMES}
+    if values["normalization"] is None:  # then from normalize
+        del values["normalization"]
+    if values["sample_size"] is None:  # fluid's "not given"
+        values["sample_size"] = 0
+    return _core.op_attributes(normalize=arguments["normalize"], **values)
 
 
 def _as_int(name, value):
@@ -160,27 +140,6 @@ def _as_int(name, value):
     if not -2**31 <= value < 2**31:
         raise ValueError(f"{name}: expected a 32-bit int, received {value}")
     return value
-
-
-def _as_float(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a number, received {type(value).__name__} {value!r}")
-    value = float(value)
-    # Checked as the float32 attribute it becomes: 1e39 is inf there.
-    with np.errstate(over="ignore"):
-        as_float32 = np.float32(value)
-    if not np.isfinite(as_float32):
-        raise ValueError(f"{name}: expected a finite number (as float32), received {value!r}"
-                         + ("" if not np.isfinite(value) else f" ({as_float32} as float32)"))
-    return value
-
-
-def _as_bool(name, value):
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, numbers.Integral) and value in (0, 1):
-        return bool(value)
-    raise TypeError(f"{name}: expected a bool, received {type(value).__name__} {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,9 +349,6 @@ _INPUT_NAMES = ("Location", "Confidence", "GtBox", "GtLabel", "PriorBox", "Prior
 _OPTIONAL_INPUTS = ("PriorBoxVar", "GtLengths")
 _OUTPUTS = (("Loss", None), ("MatchIndices", "int32"), ("TargetClass", "int32"),
             ("LocTarget", None), ("SoftmaxStats", None), ("Normalizer", None))
-_ATTR_NAMES = ("background_label", "overlap_threshold", "neg_pos_ratio", "neg_overlap",
-               "loc_loss_weight", "conf_loss_weight", "match_type", "mining_type", "normalization",
-               "sample_size", "min_negatives_per_image", "neg_overlap_mode")
 
 
 def _append_legacy_op(inputs, attrs, dtype, name):

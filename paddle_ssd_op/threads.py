@@ -1,8 +1,8 @@
-"""Thread count of the CPU kernels (results are bit-identical for any count)."""
+"""Thread count of the CPU kernels (results are bit-identical for any count). The op and _core
+share one core library (libssd_loss_core.so), hence one thread pool and one count."""
 import numbers
 
 from . import _core
-from ._loader import native_library
 
 MAX_THREADS = _core.MAX_THREADS
 
@@ -19,10 +19,9 @@ def set_num_threads(n):
     elif not 1 <= n <= MAX_THREADS:
         raise ValueError(f"set_num_threads: expected an int in [1, {MAX_THREADS}] or None, "
                          f"received {n!r}")
-    native_library().paddle_ssd_op_set_num_threads(int(n))
     _core.set_num_threads(int(n))
 
 
 def get_num_threads():
     """Threads the CPU kernels use now."""
-    return native_library().paddle_ssd_op_num_threads()
+    return _core.num_threads()

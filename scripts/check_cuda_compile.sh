@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Compile-only check of the CUDA sources: every src/cuda/*.cu to an object file for sm_80 and
-# sm_90, with --fmad=false (the shared IoU / exp math must give the CPU's bits; see
-# src/cuda/ssd_loss_kernels.cu). Needs no GPU.
+# Compile-only check of the CUDA sources: every src/cuda/*.cu to an object file for the GPUs and
+# with the flags of compile_flags.env (no fused multiply-add: the shared IoU / exp math must give
+# the CPU's bits). Needs no GPU.
 #
 #   scripts/check_cuda_compile.sh            compile every .cu (objects in $BUILD_DIR, default build/cuda)
 #   scripts/check_cuda_compile.sh --link     also link the pybind11 module _core_cuda.so (needs libcudart)
@@ -46,8 +46,13 @@ if [[ ${#SOURCES[@]} -eq 0 ]]; then
   exit 0
 fi
 
-FLAGS=(-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -std=c++17
-       --fmad=false -Xcompiler -fPIC -Iinclude)
+# shellcheck source=../compile_flags.env
+source compile_flags.env
+# shellcheck disable=SC2206  # the flag strings are meant to split into words
+ARCHS=($SSD_LOSS_CUDA_ARCH_FLAGS)
+# shellcheck disable=SC2206
+FLAGS=("${ARCHS[@]}" $SSD_LOSS_RELEASE_FLAGS -std=c++17 $SSD_LOSS_VALUE_NVCCFLAGS -Xcompiler -fPIC
+       -Iinclude)
 # shellcheck disable=SC2206
 EXTRA=(${NVCC_EXTRA_FLAGS:-})
 mkdir -p "$BUILD_DIR"
@@ -109,7 +114,9 @@ if [[ $LINK -eq 1 ]]; then
   core_objs=()
   for cc in src/core/*.cc; do
     o="$BUILD_DIR/core_$(basename "${cc%.cc}").o"
-    "$CXX" -std=c++17 -O2 -DNDEBUG -ffp-contract=off -Wno-psabi -fPIC -pthread -Iinclude -c "$cc" -o "$o"
+    # shellcheck disable=SC2086
+    "$CXX" -std=c++17 $SSD_LOSS_RELEASE_FLAGS $SSD_LOSS_VALUE_CXXFLAGS -Wno-psabi -fPIC -pthread \
+      -Iinclude -c "$cc" -o "$o"
     core_objs+=("$o")
   done
   rm -f "$BUILD_DIR/libssd_loss_core.a"
@@ -117,10 +124,10 @@ if [[ $LINK -eq 1 ]]; then
   suffix="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
   out="$BUILD_DIR/_core_cuda$suffix"
   start=$(date +%s%N)
-  "$NVCC" -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -shared \
-    -Xcompiler -fPIC "$BUILD_DIR/core_cuda_module.o" "$BUILD_DIR/ssd_loss_kernels.o" \
+  "$NVCC" "${ARCHS[@]}" -shared -Xcompiler -fPIC "${OBJECTS[@]}" \
     "$BUILD_DIR/libssd_loss_core.a" -o "$out"  # cudart linked statically (nvcc's default)
   echo "LINK  $out  ($(elapsed "$start"))"
 fi
 
-echo "check_cuda_compile.sh: ${#OBJECTS[@]} CUDA source(s) compiled for sm_80 and sm_90, $skipped skipped"
+echo "check_cuda_compile.sh: ${#OBJECTS[@]} CUDA source(s) compiled" \
+     "($SSD_LOSS_CUDA_ARCH_FLAGS), $skipped skipped"

@@ -7,7 +7,7 @@
 #      cuSPARSE. When the CUDA toolkit lacks them (a bare toolkit, as on the project machines),
 #      the headers alone are taken from NVIDIA's CUDA 12 wheels (into GPU_VENV/cuda-headers) and
 #      put on CPATH;
-#   3. pip install --no-build-isolation . (the op with src/cuda/ssd_loss_kernels.cu, by nvcc);
+#   3. pip install --no-build-isolation . (the op with the kernels of src/cuda/*.cu, by nvcc);
 #   4. import paddle_ssd_op and check that it holds the kernels; tests/test_golden.py (CPU tensors
 #      through that build); tests/gpu/test_op_gpu.py (the kernels against the host fallback on GPU
 #      tensors; skipped, with the reason, without a GPU).

@@ -13,7 +13,12 @@ if [ -z "$cxx" ]; then
 fi
 out=build/fuzz
 mkdir -p "$out/corpus"
-"$cxx" -std=c++14 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Wno-psabi \
-  -ffp-contract=off -Iinclude tests/fuzz/fuzz_core.cc src/core/*.cc -o "$out/fuzz_core" -lpthread
+# The value flags of every build (compile_flags.env); the optimization is the fuzzer's own.
+# shellcheck source=../compile_flags.env
+source compile_flags.env
+# shellcheck disable=SC2086
+"$cxx" -std=c++14 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+  -Wno-psabi $SSD_LOSS_VALUE_CXXFLAGS -Iinclude tests/fuzz/fuzz_core.cc src/core/*.cc \
+  -o "$out/fuzz_core" -lpthread
 PADDLE_SSD_OP_NUM_THREADS=2 "$out/fuzz_core" -max_total_time="$seconds" -max_len=4096 \
   -print_final_stats=1 -artifact_prefix="$out/" "$out/corpus"

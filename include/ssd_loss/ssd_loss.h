@@ -7,48 +7,9 @@
 #include <cstdint>
 #include <string>
 
+#include "ssd_loss/attributes.h"
+
 namespace ssd_loss {
-
-enum class MatchType { kBipartite, kPerPrediction };
-enum class MiningType {
-  kMaxNegative,  // fluid's: the hardest unmatched priors, neg_pos_ratio per positive
-  kHardExample,  // OHEM as in fluid's mine_hard_examples: the sample_size hardest priors of all
-};
-// What each image's loss is divided by (Caffe's LossParameter modes).
-enum class Normalization {
-  kValid,      // positives in the whole batch, at least 1 (fluid's normalize=True)
-  kFull,       // all priors of the batch, N * Np
-  kBatchSize,  // N
-  kNone,       // 1 (fluid's normalize=False)
-};
-enum class NegOverlapMode {
-  kFluid,  // every unmatched prior may be a negative (neg_overlap has no effect, as in fluid)
-  kCaffe,  // unmatched priors whose best IoU with a gt is >= neg_overlap are never negatives
-};
-
-struct Options {
-  int64_t background_label = 0;
-  float overlap_threshold = 0.5f;
-  float neg_pos_ratio = 3.0f;
-  float neg_overlap = 0.5f;
-  float loc_loss_weight = 1.0f;
-  float conf_loss_weight = 1.0f;
-  MatchType match_type = MatchType::kPerPrediction;
-  MiningType mining_type = MiningType::kMaxNegative;
-  int64_t sample_size = 0;              // hard_example: priors kept per image
-  Normalization normalization = Normalization::kValid;
-  int64_t min_negatives_per_image = 0;  // max_negative: mine at least this many per image
-  NegOverlapMode neg_overlap_mode = NegOverlapMode::kFluid;
-};
-
-// Options from the values of the Python API's arguments, checked; returns an empty string, or a
-// message naming the argument and the values expected and received.
-std::string make_options(int64_t background_label, float overlap_threshold, float neg_pos_ratio,
-                         float neg_overlap, float loc_loss_weight, float conf_loss_weight,
-                         const std::string& match_type, const std::string& mining_type,
-                         const std::string& normalization, int64_t sample_size,
-                         int64_t min_negatives_per_image, const std::string& neg_overlap_mode,
-                         Options* opt);
 
 struct Sizes {
   int64_t num_images = 0;   // N

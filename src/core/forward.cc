@@ -12,6 +12,7 @@
 #include "ssd_loss/match.h"
 #include "ssd_loss/mine.h"
 #include "ssd_loss/parallel.h"
+#include "ssd_loss/policy.h"
 #include "ssd_loss/softmax.h"
 #include "ssd_loss/ssd_loss.h"
 
@@ -61,8 +62,7 @@ int64_t mine_image(const Options& opt, int64_t num_pos, int64_t np, ImageWorkspa
     for (int64_t k = 0; k < num_neg; ++k) target_class[ws.candidates[k]] = background;
     return num_pos;
   }
-  // hard_example: rank every prior; keep the sample_size hardest: kept unmatched priors become
-  // negatives, matched priors that are not kept lose their match.
+  // hard_example: rank every prior; keep the sample_size hardest (apply_hard_example, policy.h).
   ws.candidates.resize(np);
   for (int64_t p = 0; p < np; ++p) ws.candidates[p] = static_cast<int32_t>(p);
   const int64_t kept = std::min(opt.sample_size, np);
@@ -70,11 +70,7 @@ int64_t mine_image(const Options& opt, int64_t num_pos, int64_t np, ImageWorkspa
   ws.kept.assign(np, 0);
   for (int64_t k = 0; k < kept; ++k) ws.kept[ws.candidates[k]] = 1;
   for (int64_t p = 0; p < np; ++p) {
-    if (match[p] < 0) {
-      if (ws.kept[p]) target_class[p] = background;
-    } else if (!ws.kept[p]) {
-      match[p] = -1;
-      target_class[p] = -1;
+    if (apply_hard_example(ws.kept[p] != 0, background, match + p, target_class + p)) {
       std::fill(loc_target + 4 * p, loc_target + 4 * p + 4, T(0));
       --num_pos;
     }
@@ -177,22 +173,6 @@ SSD_CPU_CLONES int64_t forward_image(const ForwardInputs<T>& in, const Sizes& sz
   return num_pos;
 }
 
-template <typename T>
-T divisor(Normalization normalization, int64_t total_pos, const Sizes& sz) {
-  switch (normalization) {
-    case Normalization::kValid:
-      // Deviation from fluid (semantics §11): clamped at 1, so no positives gives 0, not NaN.
-      return static_cast<T>(std::max<int64_t>(total_pos, 1));
-    case Normalization::kFull:
-      return static_cast<T>(std::max<int64_t>(sz.num_images * sz.num_priors, 1));
-    case Normalization::kBatchSize:
-      return static_cast<T>(std::max<int64_t>(sz.num_images, 1));
-    case Normalization::kNone:
-      break;
-  }
-  return T(1);
-}
-
 }  // namespace
 
 template <typename T>
@@ -206,7 +186,8 @@ void forward(const ForwardInputs<T>& in, const Sizes& sz, const Options& opt,
   });
   int64_t total_pos = 0;
   for (int64_t i = 0; i < n; ++i) total_pos += num_pos[i];
-  const T div = divisor<T>(opt.normalization, total_pos, sz);
+  const T div = static_cast<T>(normalizer(opt.normalization, total_pos, sz.num_images,
+                                          sz.num_priors));
   *out.normalizer = div;
   for (int64_t i = 0; i < n; ++i) out.loss[i] /= div;
 }

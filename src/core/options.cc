@@ -1,8 +1,8 @@
+// The core's checks of the op's attributes (make_options, the one validator of the table in
+// ssd_loss/attributes.h) and of the data (gt offsets, labels, background_label against C).
 #include <cmath>
-#include <initializer_list>
 #include <sstream>
 #include <string>
-#include <utility>
 
 #include "ssd_loss/ssd_loss.h"
 
@@ -43,9 +43,14 @@ std::string check_labels(const int64_t* gt_label, int64_t num_gt, int64_t num_cl
   return {};
 }
 
-}  // namespace ssd_loss
+std::string check_background_label(int64_t background_label, int64_t num_classes) {
+  if (background_label >= 0 && background_label < num_classes) return {};
+  std::ostringstream msg;
+  msg << "background_label: expected a class id in [0, " << num_classes
+      << ") (C = confidence.shape[2]), received " << background_label;
+  return msg.str();
+}
 
-namespace ssd_loss {
 namespace {
 
 std::string float_str(float value) {
@@ -54,100 +59,92 @@ std::string float_str(float value) {
   return s.str();
 }
 
+// One check per rule of the table: an empty string, or the message; the value goes to the
+// Options field when it passes.
+std::string apply(const char*, int value, rule::Any, int64_t* out) {
+  *out = value;
+  return {};
+}
+
+std::string apply(const char* name, int value, rule::AtLeastZero r, int64_t* out) {
+  if (value < 0) {
+    return std::string(name) + ": expected an int >= 0" + r.note + ", received " +
+           std::to_string(value);
+  }
+  *out = value;
+  return {};
+}
+
+std::string apply(const char* name, float value, rule::UnitInterval, float* out) {
+  if (!(value >= 0.0f && value <= 1.0f)) {
+    return std::string(name) + ": expected a number in [0, 1], received " + float_str(value);
+  }
+  *out = value;
+  return {};
+}
+
+std::string apply(const char* name, float value, rule::Finite, float* out) {
+  if (!std::isfinite(value)) {
+    return std::string(name) + ": expected a finite number (as float32), received " +
+           float_str(value);
+  }
+  *out = value;
+  return {};
+}
+
+std::string apply(const char* name, float value, rule::Positive, float* out) {
+  std::string err = apply(name, value, rule::Finite{}, out);
+  if (err.empty() && !(value > 0.0f)) {
+    err = std::string(name) + ": expected a number > 0, received " + float_str(value);
+  }
+  return err;
+}
+
 template <typename E>
-std::string parse_enum(const char* name, const std::string& value,
-                       std::initializer_list<std::pair<const char*, E>> choices, E* out) {
+std::string apply(const char* name, const std::string& value, rule::OneOf, E* out) {
   std::string expected;
-  for (const auto& choice : choices) {
-    if (value == choice.first) {
-      *out = choice.second;
+  for (const auto& choice : choices(*out)) {
+    if (value == choice.second) {
+      *out = choice.first;
       return {};
     }
-    expected += (expected.empty() ? "'" : ", '") + std::string(choice.first) + "'";
+    expected += (expected.empty() ? "'" : ", '") + std::string(choice.second) + "'";
   }
   return std::string(name) + ": expected one of " + expected + ", received '" + value + "'";
 }
 
-}  // namespace
-
-std::string make_options(int64_t background_label, float overlap_threshold, float neg_pos_ratio,
-                         float neg_overlap, float loc_loss_weight, float conf_loss_weight,
-                         const std::string& match_type, const std::string& mining_type,
-                         const std::string& normalization, int64_t sample_size,
-                         int64_t min_negatives_per_image, const std::string& neg_overlap_mode,
-                         Options* opt) {
-  std::string err = parse_enum("match_type", match_type,
-                               {{"bipartite", MatchType::kBipartite},
-                                {"per_prediction", MatchType::kPerPrediction}},
-                               &opt->match_type);
-  if (err.empty()) {
-    err = parse_enum("mining_type", mining_type,
-                     {{"max_negative", MiningType::kMaxNegative},
-                      {"hard_example", MiningType::kHardExample}},
-                     &opt->mining_type);
-  }
-  if (err.empty()) {
-    err = parse_enum("normalization", normalization,
-                     {{"valid", Normalization::kValid}, {"full", Normalization::kFull},
-                      {"batch_size", Normalization::kBatchSize}, {"none", Normalization::kNone}},
-                     &opt->normalization);
-  }
-  if (err.empty()) {
-    err = parse_enum("neg_overlap_mode", neg_overlap_mode,
-                     {{"fluid", NegOverlapMode::kFluid}, {"caffe", NegOverlapMode::kCaffe}},
-                     &opt->neg_overlap_mode);
-  }
-  if (!err.empty()) return err;
-  // Every value rule of the op's attributes lives here, so that the Python wrapper (which asks
-  // _core at graph-build time), the op (also in a saved program run later) and _core give the same
-  // message for the same value. The floats are checked as the float32 the op receives.
-  for (const auto& attr : {std::make_pair("overlap_threshold", overlap_threshold),
-                           std::make_pair("neg_overlap", neg_overlap)}) {
-    if (!(attr.second >= 0.0f && attr.second <= 1.0f)) {
-      return std::string(attr.first) + ": expected a number in [0, 1], received " +
-             float_str(attr.second);
-    }
-  }
-  for (const auto& attr : {std::make_pair("neg_pos_ratio", neg_pos_ratio),
-                           std::make_pair("loc_loss_weight", loc_loss_weight),
-                           std::make_pair("conf_loss_weight", conf_loss_weight)}) {
-    if (!std::isfinite(attr.second)) {
-      return std::string(attr.first) + ": expected a finite number (as float32), received " +
-             float_str(attr.second);
-    }
-  }
-  if (!(neg_pos_ratio > 0.0f)) {
-    return "neg_pos_ratio: expected a number > 0, received " + float_str(neg_pos_ratio);
-  }
-  if (sample_size < 0) {
-    return "sample_size: expected an int >= 0 (0: not given), received " +
-           std::to_string(sample_size);
-  }
-  if (min_negatives_per_image < 0) {
-    return "min_negatives_per_image: expected an int >= 0, received " +
-           std::to_string(min_negatives_per_image);
-  }
-  if (opt->mining_type == MiningType::kHardExample) {
-    if (sample_size == 0) {
+// The rules between attributes.
+std::string check_combination(const Attributes& a, const Options& opt) {
+  if (opt.mining_type == MiningType::kHardExample) {
+    if (opt.sample_size == 0) {
       return "sample_size: expected an int > 0 with mining_type 'hard_example' (the priors kept "
              "per image), received 0 (not given)";
     }
-    if (min_negatives_per_image != 0 || opt->neg_overlap_mode != NegOverlapMode::kFluid) {
+    if (opt.min_negatives_per_image != 0 || opt.neg_overlap_mode != NegOverlapMode::kFluid) {
       return "min_negatives_per_image, neg_overlap_mode: apply to mining_type 'max_negative' "
              "only; received mining_type 'hard_example' with min_negatives_per_image " +
-             std::to_string(min_negatives_per_image) + ", neg_overlap_mode '" + neg_overlap_mode +
-             "'";
+             std::to_string(a.min_negatives_per_image) + ", neg_overlap_mode '" +
+             a.neg_overlap_mode + "'";
     }
   }
-  opt->background_label = background_label;
-  opt->overlap_threshold = overlap_threshold;
-  opt->neg_pos_ratio = neg_pos_ratio;
-  opt->neg_overlap = neg_overlap;
-  opt->loc_loss_weight = loc_loss_weight;
-  opt->conf_loss_weight = conf_loss_weight;
-  opt->sample_size = sample_size;
-  opt->min_negatives_per_image = min_negatives_per_image;
   return {};
+}
+
+}  // namespace
+
+// Every value rule of the op's attributes lives here, so that the Python wrapper (which asks _core
+// at graph-build time), the op (also in a saved program run later) and _core give the same message
+// for the same value. The floats are checked as the float32 the op receives.
+std::string make_options(const Attributes& attributes, Options* options) {
+  Options opt;
+  std::string err;
+#define SSD_LOSS_APPLY_RULE(name, attr_type, option_type, default_value, rule) \
+  if (err.empty()) err = apply(#name, attributes.name, rule, &opt.name);
+  SSD_LOSS_ATTRIBUTES(SSD_LOSS_APPLY_RULE)
+#undef SSD_LOSS_APPLY_RULE
+  if (err.empty()) err = check_combination(attributes, opt);
+  if (err.empty()) *options = opt;
+  return err;
 }
 
 }  // namespace ssd_loss

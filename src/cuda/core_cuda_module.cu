@@ -3,8 +3,8 @@
 // compare the CUDA path against the CPU core call for call. Inputs are copied to the device
 // (cudaMalloc / cudaMemcpy), the launchers run on the default stream, outputs are copied back.
 //
-// Link with ssd_loss_kernels.cu and the core's host-side checks and option parsing
-// (check_gt_offsets, check_labels, make_options: src/core/options.cc), e.g.
+// Link with the kernels (the other src/cuda/*.cu) and the core's host-side checks and option
+// parsing (check_gt_offsets, check_labels, make_options: src/core/options.cc), e.g.
 // scripts/check_cuda_compile.sh --link. Importing needs no GPU; calls without a CUDA device raise
 // RuntimeError. device_count() returns 0 when no device is usable.
 #include <cuda_runtime.h>
@@ -196,8 +196,7 @@ py::dict forward_device_gt(Array<T> location, Array<T> confidence, Array<T> gt_b
           "prior_box: expected shape [Np, 4]");
   require(prior_var.size() == 4 || prior_var.size() == shape.np * 4,
           "prior_box_var: expected shape [Np, 4] or 4 values");
-  require(opt.background_label >= 0 && opt.background_label < shape.nc,
-          "background_label: expected a class id in [0, C)");
+  require(ssd_loss::check_background_label(opt.background_label, shape.nc));
   ssd_loss::cuda::LabelType label_type;
   const char kind = gt_label.dtype().kind();
   const auto label_size = gt_label.dtype().itemsize();
@@ -376,16 +375,8 @@ PYBIND11_MODULE(_core_cuda, m) {
       "forward",
       [](py::array location, py::array confidence, py::array gt_box, Array<int64_t> gt_label,
          Array<int64_t> gt_lengths, py::array prior_box, py::array prior_box_var,
-         int64_t background_label, float overlap_threshold, float neg_pos_ratio,
-         float neg_overlap, float loc_loss_weight, float conf_loss_weight,
-         const std::string& match_type, const std::string& mining_type, bool normalize,
-         int64_t sample_size, const std::string& normalization, int64_t min_negatives_per_image,
-         const std::string& neg_overlap_mode) -> py::dict {
-        const auto opt = options_from_args(background_label, overlap_threshold, neg_pos_ratio,
-                                           neg_overlap, loc_loss_weight, conf_loss_weight,
-                                           match_type, mining_type, normalize, sample_size,
-                                           normalization, min_negatives_per_image,
-                                           neg_overlap_mode);
+         const py::kwargs& attributes) -> py::dict {
+        const ssd_loss::Options opt = options_from_kwargs(attributes);
         if (is_double(location)) {
           return forward<double>(location, confidence, gt_box, gt_label, gt_lengths, prior_box,
                                  prior_box_var, opt);
@@ -395,27 +386,14 @@ PYBIND11_MODULE(_core_cuda, m) {
       },
       py::arg("location"), py::arg("confidence"), py::arg("gt_box"), py::arg("gt_label"),
       py::arg("gt_lengths"), py::arg("prior_box"), py::arg("prior_box_var"),
-      py::arg("background_label") = 0, py::arg("overlap_threshold") = 0.5f,
-      py::arg("neg_pos_ratio") = 3.0f, py::arg("neg_overlap") = 0.5f,
-      py::arg("loc_loss_weight") = 1.0f, py::arg("conf_loss_weight") = 1.0f,
-      py::arg("match_type") = "per_prediction", py::arg("mining_type") = "max_negative",
-      py::arg("normalize") = true, py::arg("sample_size") = 0, py::arg("normalization") = "",
-      py::arg("min_negatives_per_image") = 0, py::arg("neg_overlap_mode") = "fluid",
-      "Forward pass on the GPU; returns a dict with loss [N, 1] and the state saved for backward.");
+      "Forward pass on the GPU; the op's attributes by keyword as in _core.forward. Returns a "
+      "dict with loss [N, 1] and the state saved for backward.");
   m.def(
       "forward_device_gt",
       [](py::array location, py::array confidence, py::array gt_box, py::array gt_label,
          py::array gt_lengths, py::array prior_box, py::array prior_box_var,
-         int64_t background_label, float overlap_threshold, float neg_pos_ratio,
-         float neg_overlap, float loc_loss_weight, float conf_loss_weight,
-         const std::string& match_type, const std::string& mining_type, bool normalize,
-         int64_t sample_size, const std::string& normalization, int64_t min_negatives_per_image,
-         const std::string& neg_overlap_mode) -> py::dict {
-        const auto opt = options_from_args(background_label, overlap_threshold, neg_pos_ratio,
-                                           neg_overlap, loc_loss_weight, conf_loss_weight,
-                                           match_type, mining_type, normalize, sample_size,
-                                           normalization, min_negatives_per_image,
-                                           neg_overlap_mode);
+         const py::kwargs& attributes) -> py::dict {
+        const ssd_loss::Options opt = options_from_kwargs(attributes);
         if (is_double(location)) {
           return forward_device_gt<double>(location, confidence, gt_box, gt_label, gt_lengths,
                                            prior_box, prior_box_var, opt);
@@ -425,12 +403,6 @@ PYBIND11_MODULE(_core_cuda, m) {
       },
       py::arg("location"), py::arg("confidence"), py::arg("gt_box"), py::arg("gt_label"),
       py::arg("gt_lengths"), py::arg("prior_box"), py::arg("prior_box_var"),
-      py::arg("background_label") = 0, py::arg("overlap_threshold") = 0.5f,
-      py::arg("neg_pos_ratio") = 3.0f, py::arg("neg_overlap") = 0.5f,
-      py::arg("loc_loss_weight") = 1.0f, py::arg("conf_loss_weight") = 1.0f,
-      py::arg("match_type") = "per_prediction", py::arg("mining_type") = "max_negative",
-      py::arg("normalize") = true, py::arg("sample_size") = 0, py::arg("normalization") = "",
-      py::arg("min_negatives_per_image") = 0, py::arg("neg_overlap_mode") = "fluid",
       "forward() with gt_label (int32/int64/float32/float64) and gt_lengths (int32/int64) "
       "converted and checked on the device, as the Paddle op does for GPU tensors: bad labels "
       "or counts give NaN losses instead of errors.");

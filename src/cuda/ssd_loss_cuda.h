@@ -7,7 +7,7 @@
 // Decisions (match, target_class) are those of the CPU core: the same shared per-element math
 // (box.h, softmax.h, mine.h), the same tie rules, and a build with --fmad=false. Loss sums are
 // reduced in a fixed tree (deterministic run to run) instead of the CPU's sequential double sum,
-// so the loss may differ from the CPU's in the last bits. See ssd_loss_kernels.cu.
+// so the loss may differ from the CPU's in the last bits. See forward.cu.
 //
 // This header needs no Paddle and no CUDA headers beyond <cuda_runtime_api.h> (cudaError_t,
 // cudaStream_t); it can be included from plain C++ translation units.

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "paddle/phi/core/dense_tensor.h"
+#include "ssd_loss/policy.h"
 
 namespace ssd_op {
 
@@ -28,12 +29,14 @@ std::vector<int64_t> lod_offsets(const paddle::Tensor& t, const char* name) {
 }
 
 template <typename I>
-std::vector<int64_t> offsets_from_lengths(const I* lengths, int64_t n) {
+std::vector<int64_t> offsets_from_lengths(const I* lengths, int64_t n, int64_t num_gt) {
   std::vector<int64_t> offsets(n + 1, 0);
-  for (int64_t i = 0; i < n; ++i) {
-    SSD_CHECK(lengths[i] >= 0, "gt_lengths: expected non-negative box counts, received ",
-             static_cast<int64_t>(lengths[i]), " for image ", i);
-    offsets[i + 1] = offsets[i] + static_cast<int64_t>(lengths[i]);
+  const int64_t bad = ssd_loss::offsets_from_lengths(lengths, n, num_gt, offsets.data());
+  if (bad >= 0) {
+    SSD_CHECK(lengths[bad] >= 0, "gt_lengths: expected non-negative box counts, received ",
+              static_cast<int64_t>(lengths[bad]), " for image ", bad);
+    throw_invalid("gt_lengths: expected counts summing to the number of gt_box rows ", num_gt,
+                  ", received counts past it at image ", bad);
   }
   return offsets;
 }
@@ -51,9 +54,9 @@ std::vector<int64_t> gt_offsets(const paddle::Tensor& gt_box, const paddle::Tens
     SSD_CHECK(len.numel() == num_images, "gt_lengths: expected one count per image (N = ",
              num_images, "), received ", len.numel(), " values");
     if (len.dtype() == paddle::DataType::INT64) {
-      offsets = offsets_from_lengths(len.data<int64_t>(), num_images);
+      offsets = offsets_from_lengths(len.data<int64_t>(), num_images, num_gt);
     } else if (len.dtype() == paddle::DataType::INT32) {
-      offsets = offsets_from_lengths(len.data<int32_t>(), num_images);
+      offsets = offsets_from_lengths(len.data<int32_t>(), num_images, num_gt);
     } else {
       throw_invalid("gt_lengths: expected dtype int32 or int64, received ", len.dtype());
     }
@@ -101,7 +104,7 @@ std::vector<int64_t> labels_as_int64(const paddle::Tensor& gt_label, int64_t num
                              ? static_cast<double>(gt_label.data<float>()[g])
                              : gt_label.data<double>()[g];
         // Range check before the cast: truncating NaN or a huge value is undefined behaviour.
-        SSD_CHECK(v > -1.0 && v < static_cast<double>(num_classes), "gt_label: expected class ids ",
+        SSD_CHECK(ssd_loss::float_label_in_range(v, num_classes), "gt_label: expected class ids ",
                  "in [0, ", num_classes, ") (C = confidence.shape[2]), received ", v, " at row ", g);
         labels[g] = static_cast<int64_t>(v);
       }
@@ -159,20 +162,10 @@ void check_inputs(const paddle::Tensor& location, const paddle::Tensor& confiden
   }
 }
 
-ssd_loss::Options forward_options(int background_label, float overlap_threshold,
-                                  float neg_pos_ratio, float neg_overlap, float loc_loss_weight,
-                                  float conf_loss_weight, const std::string& match_type,
-                                  const std::string& mining_type, const std::string& normalization,
-                                  int sample_size, int min_negatives_per_image,
-                                  const std::string& neg_overlap_mode, int64_t num_classes) {
-  SSD_CHECK(background_label >= 0 && background_label < num_classes, "background_label: expected ",
-           "a class id in [0, ", num_classes, ") (C = confidence.shape[2]), received ",
-           background_label);
+ssd_loss::Options forward_options(const ssd_loss::Attributes& attributes, int64_t num_classes) {
   ssd_loss::Options opt;
-  const std::string err = ssd_loss::make_options(
-      background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
-      conf_loss_weight, match_type, mining_type, normalization, sample_size,
-      min_negatives_per_image, neg_overlap_mode, &opt);
+  std::string err = ssd_loss::make_options(attributes, &opt);
+  if (err.empty()) err = ssd_loss::check_background_label(opt.background_label, num_classes);
   SSD_CHECK(err.empty(), err);
   return opt;
 }

@@ -41,12 +41,7 @@ void check_inputs(const paddle::Tensor& location, const paddle::Tensor& confiden
                   const paddle::optional<paddle::Tensor>& prior_box_var);
 
 // The attributes as core options, checked (background_label against C = num_classes too).
-ssd_loss::Options forward_options(int background_label, float overlap_threshold,
-                                  float neg_pos_ratio, float neg_overlap, float loc_loss_weight,
-                                  float conf_loss_weight, const std::string& match_type,
-                                  const std::string& mining_type, const std::string& normalization,
-                                  int sample_size, int min_negatives_per_image,
-                                  const std::string& neg_overlap_mode, int64_t num_classes);
+ssd_loss::Options forward_options(const ssd_loss::Attributes& attributes, int64_t num_classes);
 
 // Offsets [N + 1] of each image's gt rows, checked: a CPU gt_lengths tensor first, then the LoD of
 // gt_box / gt_label (host metadata whatever their place), then "one image". gt_lengths, when

@@ -3,6 +3,7 @@
 // enabled (ssd_loss_op_cuda.h), otherwise a host fallback: copy to the host, run the core, copy
 // the results back (correct, but synchronous).
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "op_boundary.h"
@@ -26,17 +27,10 @@ std::vector<paddle::Tensor> forward(
     const paddle::Tensor& location_in, const paddle::Tensor& confidence_in,
     const paddle::Tensor& gt_box_in, const paddle::Tensor& gt_label_in,
     const paddle::Tensor& prior_box_in, const paddle::optional<paddle::Tensor>& prior_box_var_in,
-    const paddle::optional<paddle::Tensor>& gt_lengths, int background_label,
-    float overlap_threshold, float neg_pos_ratio, float neg_overlap, float loc_loss_weight,
-    float conf_loss_weight, const std::string& match_type, const std::string& mining_type,
-    const std::string& normalization, int sample_size, int min_negatives_per_image,
-    const std::string& neg_overlap_mode) {
+    const paddle::optional<paddle::Tensor>& gt_lengths, const ssd_loss::Attributes& attributes) {
   ssd_op::check_inputs(location_in, confidence_in, gt_box_in, gt_label_in, prior_box_in,
                        prior_box_var_in);
-  const ssd_loss::Options opt = ssd_op::forward_options(
-      background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
-      conf_loss_weight, match_type, mining_type, normalization, sample_size,
-      min_negatives_per_image, neg_overlap_mode, confidence_in.shape()[2]);
+  const ssd_loss::Options opt = ssd_op::forward_options(attributes, confidence_in.shape()[2]);
 #ifdef PADDLE_WITH_CUDA
   if (location_in.is_gpu() && confidence_in.is_gpu() && ssd_op::cuda_kernels_enabled()) {
     return ssd_op::forward_on_gpu(location_in, confidence_in, gt_box_in, gt_label_in,
@@ -142,21 +136,25 @@ std::vector<paddle::Tensor> backward(
   return {grad_location, grad_confidence};
 }
 
+// The kernel's trailing parameters, one per attribute of the table (ssd_loss/attributes.h), in
+// its order and of its types: Paddle matches them to the .Attrs list below, generated alike.
+template <typename T>
+using AttrParam = std::conditional_t<std::is_arithmetic<T>::value, T, const T&>;
+#define SSD_OP_ATTR_PARAM(name, attr_type, option_type, default_value, rule) \
+  , AttrParam<attr_type> name
+#define SSD_OP_ATTR_ARG(name, attr_type, option_type, default_value, rule) name,
+#define SSD_OP_ATTR_DECL(name, attr_type, option_type, default_value, rule) #name ": " #attr_type,
+
 // The kernels Paddle calls: forward / backward behind the exception boundary.
 std::vector<paddle::Tensor> SsdLossForward(
     const paddle::Tensor& location, const paddle::Tensor& confidence, const paddle::Tensor& gt_box,
     const paddle::Tensor& gt_label, const paddle::Tensor& prior_box,
     const paddle::optional<paddle::Tensor>& prior_box_var,
-    const paddle::optional<paddle::Tensor>& gt_lengths, int background_label,
-    float overlap_threshold, float neg_pos_ratio, float neg_overlap, float loc_loss_weight,
-    float conf_loss_weight, const std::string& match_type, const std::string& mining_type,
-    const std::string& normalization, int sample_size, int min_negatives_per_image,
-    const std::string& neg_overlap_mode) {
+    const paddle::optional<paddle::Tensor>& gt_lengths
+    SSD_LOSS_ATTRIBUTES(SSD_OP_ATTR_PARAM)) {
   return ssd_op::at_op_boundary("fused_ssd_loss", [&] {
     return forward(location, confidence, gt_box, gt_label, prior_box, prior_box_var, gt_lengths,
-                   background_label, overlap_threshold, neg_pos_ratio, neg_overlap,
-                   loc_loss_weight, conf_loss_weight, match_type, mining_type, normalization,
-                   sample_size, min_negatives_per_image, neg_overlap_mode);
+                   ssd_loss::Attributes{SSD_LOSS_ATTRIBUTES(SSD_OP_ATTR_ARG)});
   });
 }
 
@@ -218,10 +216,7 @@ PD_BUILD_OP(fused_ssd_loss)
     .Inputs({"Location", "Confidence", "GtBox", "GtLabel", "PriorBox",
              paddle::Optional("PriorBoxVar"), paddle::Optional("GtLengths")})
     .Outputs({"Loss", "MatchIndices", "TargetClass", "LocTarget", "SoftmaxStats", "Normalizer"})
-    .Attrs({"background_label: int", "overlap_threshold: float", "neg_pos_ratio: float",
-            "neg_overlap: float", "loc_loss_weight: float", "conf_loss_weight: float",
-            "match_type: std::string", "mining_type: std::string", "normalization: std::string",
-            "sample_size: int", "min_negatives_per_image: int", "neg_overlap_mode: std::string"})
+    .Attrs({SSD_LOSS_ATTRIBUTES(SSD_OP_ATTR_DECL)})
     .SetKernelFn(PD_KERNEL(SsdLossForward))
     .SetInferShapeFn(PD_INFER_SHAPE(SsdLossInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SsdLossInferDtype));
@@ -241,7 +236,9 @@ PD_BUILD_DOUBLE_GRAD_OP(fused_ssd_loss)
     .SetInferShapeFn(PD_INFER_SHAPE(SsdLossDoubleBackwardInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SsdLossDoubleBackwardInferDtype));
 
-// Thread and cache control for Python (paddle_ssd_op.set_num_threads, empty_cache), via ctypes.
+// Thread and cache control through ctypes (paddle_ssd_op.empty_cache; the thread count is that of
+// the core library, which the op shares with _core: paddle_ssd_op.set_num_threads goes through
+// _core, and a C user of the op library alone through these).
 extern "C" {
 __attribute__((visibility("default"))) void paddle_ssd_op_set_num_threads(int n) {
   ssd_loss::set_num_threads(n);

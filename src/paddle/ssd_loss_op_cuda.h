@@ -1,6 +1,6 @@
 // The op's GPU path: GPU tensors run the CUDA kernels of src/cuda on their stream, with nothing
 // copied to the host and no device synchronization. Built only when Paddle is built with CUDA
-// (setup.py then compiles this file with src/cuda/ssd_loss_kernels.cu); other GPU inputs take
+// (setup.py then compiles this file with the kernels, src/cuda/*.cu); other GPU inputs take
 // the host fallback of ssd_loss_op.cc.
 #pragma once
 

@@ -99,15 +99,8 @@ PYBIND11_MODULE(_core, m) {
       "forward",
       [](py::array location, py::array confidence, py::array gt_box, Array<int64_t> gt_label,
          Array<int64_t> gt_lengths, py::array prior_box, py::array prior_box_var,
-         int64_t background_label, float overlap_threshold, float neg_pos_ratio,
-         float neg_overlap, float loc_loss_weight, float conf_loss_weight,
-         const std::string& match_type, const std::string& mining_type, bool normalize,
-         int64_t sample_size, const std::string& normalization, int64_t min_negatives_per_image,
-         const std::string& neg_overlap_mode) -> py::dict {
-        const ssd_loss::Options opt = options_from_args(
-            background_label, overlap_threshold, neg_pos_ratio, neg_overlap, loc_loss_weight,
-            conf_loss_weight, match_type, mining_type, normalize, sample_size, normalization,
-            min_negatives_per_image, neg_overlap_mode);
+         const py::kwargs& attributes) -> py::dict {
+        const ssd_loss::Options opt = options_from_kwargs(attributes);
         if (is_double(location)) {
           return forward<double>(location, confidence, gt_box, gt_label, gt_lengths, prior_box,
                                  prior_box_var, opt);
@@ -117,13 +110,8 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("location"), py::arg("confidence"), py::arg("gt_box"), py::arg("gt_label"),
       py::arg("gt_lengths"), py::arg("prior_box"), py::arg("prior_box_var"),
-      py::arg("background_label") = 0, py::arg("overlap_threshold") = 0.5f,
-      py::arg("neg_pos_ratio") = 3.0f, py::arg("neg_overlap") = 0.5f,
-      py::arg("loc_loss_weight") = 1.0f, py::arg("conf_loss_weight") = 1.0f,
-      py::arg("match_type") = "per_prediction", py::arg("mining_type") = "max_negative",
-      py::arg("normalize") = true, py::arg("sample_size") = 0, py::arg("normalization") = "",
-      py::arg("min_negatives_per_image") = 0, py::arg("neg_overlap_mode") = "fluid",
-      "Forward pass; returns a dict with loss [N, 1] and the state saved for backward.");
+      "Forward pass; the op's attributes by keyword (ATTRIBUTES; normalize as in ssd_loss). "
+      "Returns a dict with loss [N, 1] and the state saved for backward.");
   m.def(
       "backward",
       [](py::array location, py::array confidence, py::array grad_loss, const py::dict& saved,
@@ -138,23 +126,15 @@ PYBIND11_MODULE(_core, m) {
       py::arg("loc_loss_weight") = 1.0f, py::arg("conf_loss_weight") = 1.0f,
       "Backward pass; returns (grad_location, grad_confidence).");
   m.def(
-      "check_options",
-      [](int64_t background_label, float overlap_threshold, float neg_pos_ratio,
-         float neg_overlap, float loc_loss_weight, float conf_loss_weight,
-         const std::string& match_type, const std::string& mining_type,
-         const std::string& normalization, int64_t sample_size, int64_t min_negatives_per_image,
-         const std::string& neg_overlap_mode) {
+      "op_attributes",
+      [](const py::kwargs& attributes) {
         ssd_loss::Options opt;
-        require(ssd_loss::make_options(background_label, overlap_threshold, neg_pos_ratio,
-                                       neg_overlap, loc_loss_weight, conf_loss_weight, match_type,
-                                       mining_type, normalization, sample_size,
-                                       min_negatives_per_image, neg_overlap_mode, &opt));
+        return attribute_values(attributes_from_kwargs(attributes, &opt));
       },
-      py::arg("background_label"), py::arg("overlap_threshold"), py::arg("neg_pos_ratio"),
-      py::arg("neg_overlap"), py::arg("loc_loss_weight"), py::arg("conf_loss_weight"),
-      py::arg("match_type"), py::arg("mining_type"), py::arg("normalization"),
-      py::arg("sample_size"), py::arg("min_negatives_per_image"), py::arg("neg_overlap_mode"),
-      "The op's attribute rules (the op checks the same): ValueError naming the first bad one.");
+      "The op's attributes (by keyword, defaults for those not given; normalize as in ssd_loss) "
+      "cast and checked by the rules the op applies: the tuple of their values in the op's "
+      "order, or a TypeError / ValueError naming the first bad one.");
+  m.attr("ATTRIBUTES") = attribute_table();
   m.def("set_num_threads", &ssd_loss::set_num_threads, py::arg("n"),
         "Threads of the CPU kernels in this module; n <= 0 restores the default.");
   m.def("num_threads", &ssd_loss::num_threads);

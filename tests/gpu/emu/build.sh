@@ -2,7 +2,7 @@
 # Builds, into OUTDIR (default build/cuda-emu), two pybind11 modules from the current sources:
 #   _core_cuda_emu  src/cuda/*.cu compiled by the HOST compiler against cuda_emu.h (no GPU, no CUDA
 #                   toolkit needed): the launchers and kernels run as host fibers;
-#   _core           the CPU core (src/python/core_module.cc + src/core/*.cc), same flags as setup.py.
+#   _core           the CPU core (src/python/core_module.cc + src/core/*.cc).
 # Then runs tests/gpu/test_cuda_core.py against them, unless --no-test:
 #   tests/gpu/emu/build.sh [OUTDIR] [--no-test] [pytest args...]
 # A logic check of the kernels only: see cuda_emu.h for what the emulation cannot check.
@@ -28,28 +28,40 @@ import re, sys
 from pathlib import Path
 out = Path(sys.argv[1])
 launch = re.compile(r'(\w+<\w+>)\s*<<<(.*?)>>>\(', re.S)
-for name in ("ssd_loss_kernels", "core_cuda_module"):
-    src = Path("src/cuda/%s.cu" % name).read_text()
+for path in sorted(Path("src/cuda").glob("*.cu")):
+    name = path.stem
+    src = path.read_text()
     src = launch.sub(lambda m: "::emu::launch(%s, %s, " % (" ".join(m.group(2).split()), m.group(1)), src)
     src = src.replace("PYBIND11_MODULE(_core_cuda,", "PYBIND11_MODULE(_core_cuda_emu,")
     assert "<<<" not in src, name
     (out / ("%s_emu.cc" % name)).write_text(src)
 PY
 
-FLAGS=(-std=c++17 -O2 -g -ffp-contract=off -fno-trapping-math -Wno-psabi -fPIC -pthread)
+# The value flags of every build (compile_flags.env); the emulated kernels keep their asserts and
+# debug information, the CPU core is built as released.
+# shellcheck source=../../../compile_flags.env
+source compile_flags.env
+# shellcheck disable=SC2206  # the flag strings are meant to split into words
+FLAGS=(-std=c++17 -O2 -g $SSD_LOSS_VALUE_CXXFLAGS -Wno-psabi -fPIC -pthread)
+# shellcheck disable=SC2206
+RELEASE=($SSD_LOSS_RELEASE_FLAGS)
 EMU_INC=(-Itests/gpu/emu -Iinclude -Isrc/cuda "${PYINC[@]}")
 pids=()
-"$CXX" "${FLAGS[@]}" "${EMU_INC[@]}" -c "$OUT/ssd_loss_kernels_emu.cc" -o "$OUT/ssd_loss_kernels_emu.o" & pids+=($!)
-"$CXX" "${FLAGS[@]}" "${EMU_INC[@]}" -c "$OUT/core_cuda_module_emu.cc" -o "$OUT/core_cuda_module_emu.o" & pids+=($!)
+emu_objs=()
+for cu in src/cuda/*.cu; do
+  name="$(basename "${cu%.cu}")"
+  "$CXX" "${FLAGS[@]}" "${EMU_INC[@]}" -c "$OUT/${name}_emu.cc" -o "$OUT/${name}_emu.o" & pids+=($!)
+  emu_objs+=("$OUT/${name}_emu.o")
+done
 core_objs=()
 for cc in src/core/*.cc src/python/core_module.cc; do
   o="$OUT/cpu_$(basename "${cc%.cc}").o"
-  "$CXX" "${FLAGS[@]}" -O3 -DNDEBUG -Iinclude "${PYINC[@]}" -c "$cc" -o "$o" & pids+=($!)
+  "$CXX" "${FLAGS[@]}" "${RELEASE[@]}" -Iinclude "${PYINC[@]}" -c "$cc" -o "$o" & pids+=($!)
   core_objs+=("$o")
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
 ar rcs "$OUT/libcore.a" "${core_objs[@]}"
-"$CXX" -shared -pthread "$OUT/ssd_loss_kernels_emu.o" "$OUT/core_cuda_module_emu.o" "$OUT/libcore.a" \
+"$CXX" -shared -pthread "${emu_objs[@]}" "$OUT/libcore.a" \
   -o "$OUT/_core_cuda_emu$SUFFIX"
 "$CXX" -shared -pthread "${core_objs[@]}" -o "$OUT/_core$SUFFIX"
 echo "built $OUT/_core_cuda_emu$SUFFIX and $OUT/_core$SUFFIX"
