@@ -77,9 +77,11 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=0.001)
     parser.add_argument("--eval-batches", type=int, default=10)
     parser.add_argument("--model-save-dir", default="mobilenet_ssd_fluid_model")
+    parser.add_argument("--seed", type=int, default=111, help="of the initial parameters")
     args = parser.parse_args()
 
     startup_prog, train_prog, test_prog = fluid.Program(), fluid.Program(), fluid.Program()
+    startup_prog.random_seed = args.seed   # as the original's --enable_ce
     train = build_program(train_prog, startup_prog, True,
                           lambda: optimizer_setting(args.learning_rate, args.steps))
     test = build_program(test_prog, startup_prog, False)
@@ -100,7 +102,7 @@ def main():
     for i in range(args.eval_batches):
         batch = make_batch(EVAL_SEED + i, args.batch_size, min_boxes=1)
         test_map, = exe.run(test_prog, feed=feed(batch, place, True), fetch_list=[accum_map])
-    print("test mAP {:.6f}".format(float(test_map[0])))
+    print("test mAP {:.8f}".format(float(test_map[0])))
 
     model_path = os.path.join(args.model_save_dir, "final")
     if os.path.isdir(model_path):
