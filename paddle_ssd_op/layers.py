@@ -5,12 +5,12 @@ convenience forms (lists of per-image boxes, a list of variances, ``gt_lengths``
 tensors, and calls the op in the current mode: dygraph, PIR static (Paddle 3.x, also under
 ``paddle.jit.to_static``) or legacy static (Paddle 2.6).
 """
-import numbers
 
 import numpy as np
 import paddle
 
 from . import _core
+from ._args import as_int, dtype_name, in_pir_mode, is_tensor, known
 from ._loader import OP_NAME
 
 _FLOAT_DTYPES = ("float32", "float64")
@@ -85,7 +85,7 @@ def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=No
     gt_lengths = _lengths_tensor(gt_lengths, location, gt_box)
     if dynamic and gt_lengths is None:
         _require_gt_layout(location, gt_box)
-    half = _dtype(location) if dtype != _dtype(location) else None
+    half = dtype_name(location) if dtype != dtype_name(location) else None
     if half:
         location, confidence = paddle.cast(location, dtype), paddle.cast(confidence, dtype)
 
@@ -94,7 +94,7 @@ def ssd_loss(location, confidence, gt_box, gt_label, prior_box, prior_box_var=No
         # grad mode, but not inputs that need no gradient.
         location, confidence = location.detach(), confidence.detach()
     inputs = (location, confidence, gt_box, gt_label, prior_box, prior_box_var, gt_lengths)
-    if dynamic or _in_pir_mode():
+    if dynamic or in_pir_mode():
         outs = _run_custom_op(*inputs, *attrs)
         recording = not dynamic or paddle.is_grad_enabled()
         for out in outs[1:] if recording else outs:  # the saved state is never differentiable
@@ -133,98 +133,73 @@ def _op_attrs(arguments):
     return _core.op_attributes(normalize=arguments["normalize"], **values)
 
 
-def _as_int(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int, received {type(value).__name__} {value!r}")
-    value = int(value)
-    if not -2**31 <= value < 2**31:
-        raise ValueError(f"{name}: expected a 32-bit int, received {value}")
-    return value
-
-
 # ---------------------------------------------------------------------------------------------
 # tensors
 
-def _is_tensor(x):
-    types = [paddle.Tensor, paddle.static.Variable]
-    if hasattr(paddle, "pir") and hasattr(paddle.pir, "Value"):
-        types.append(paddle.pir.Value)
-    return isinstance(x, tuple(types))
-
-
 def _check_tensor(name, x):
-    if not _is_tensor(x):
+    if not is_tensor(x):
         raise TypeError(f"{name}: expected a paddle Tensor, received {type(x).__name__}")
-
-
-def _dtype(x):
-    """The dtype's name ('float32', ...) whatever the mode and Paddle version."""
-    return str(x.dtype).split(".")[-1]
 
 
 def _compute_dtype(location):
     """The float type the op computes in: float32 for float16/bfloat16 predictions."""
-    return "float32" if _dtype(location) in _HALF_DTYPES else _dtype(location)
+    return "float32" if dtype_name(location) in _HALF_DTYPES else dtype_name(location)
 
 
 def _shape_str(x):
     return str(list(x.shape))
 
 
-def _known(*dims):
-    return all(d is not None and d >= 0 for d in dims)
-
-
 def _check_shapes(location, confidence, gt_box, gt_label, prior_box):
     ls, cs = list(location.shape), list(confidence.shape)
     if len(ls) != 3 or ls[2] != 4:
         raise ValueError(f"location: expected shape [N, Np, 4], received {ls}")
-    if _dtype(location) not in _FLOAT_DTYPES + _HALF_DTYPES:
+    if dtype_name(location) not in _FLOAT_DTYPES + _HALF_DTYPES:
         raise TypeError(f"location: expected dtype float32, float64, float16 or bfloat16, "
-                        f"received {_dtype(location)}")
-    if _dtype(confidence) != _dtype(location):
-        raise TypeError(f"confidence: expected the dtype of location ({_dtype(location)}), "
-                        f"received {_dtype(confidence)}")
+                        f"received {dtype_name(location)}")
+    if dtype_name(confidence) != dtype_name(location):
+        raise TypeError(f"confidence: expected the dtype of location ({dtype_name(location)}), "
+                        f"received {dtype_name(confidence)}")
     boxes = _compute_dtype(location)
     for name, x in (("gt_box", gt_box), ("prior_box", prior_box)):
-        if _dtype(x) != boxes:
-            raise TypeError(f"{name}: expected dtype {boxes} (location is {_dtype(location)}), "
-                            f"received {_dtype(x)}")
-    if len(cs) != 3 or any(_known(a, b) and a != b for a, b in zip(cs[:2], ls[:2])):
+        if dtype_name(x) != boxes:
+            raise TypeError(f"{name}: expected dtype {boxes} (location is {dtype_name(location)}), "
+                            f"received {dtype_name(x)}")
+    if len(cs) != 3 or any(known(a, b) and a != b for a, b in zip(cs[:2], ls[:2])):
         raise ValueError(f"confidence: expected shape [N, Np, C] with N, Np of location "
                          f"{ls[:2]}, received {cs}")
-    if _known(ls[0]) and ls[0] == 0:
+    if known(ls[0]) and ls[0] == 0:
         raise ValueError(f"location: expected at least one image (N > 0), received shape {ls}")
-    if _known(ls[1]) and ls[1] == 0:
+    if known(ls[1]) and ls[1] == 0:
         raise ValueError(f"location: expected at least one prior (Np > 0), received shape {ls}")
-    if _known(cs[2]) and cs[2] == 0:
+    if known(cs[2]) and cs[2] == 0:
         raise ValueError(f"confidence: expected at least one class (C > 0), received shape {cs}")
     bs, gs, ps = list(gt_box.shape), list(gt_label.shape), list(prior_box.shape)
     if len(bs) != 2 or bs[1] != 4:
         raise ValueError(f"gt_box: expected shape [Ng, 4], received {bs}")
     if not (len(gs) == 1 or (len(gs) == 2 and gs[1] == 1)):
         raise ValueError(f"gt_label: expected shape [Ng, 1] or [Ng], received {gs}")
-    if _known(gs[0], bs[0]) and gs[0] != bs[0]:
+    if known(gs[0], bs[0]) and gs[0] != bs[0]:
         raise ValueError(f"gt_label: expected one label per gt_box row ({bs[0]}), "
                          f"received shape {gs}")
-    if _dtype(gt_label) not in _LABEL_DTYPES:
+    if dtype_name(gt_label) not in _LABEL_DTYPES:
         raise TypeError(f"gt_label: expected dtype int32, int64, float32 or float64, "
-                        f"received {_dtype(gt_label)}")
-    if len(ps) != 2 or ps[1] != 4 or (_known(ps[0], ls[1]) and ps[0] != ls[1]):
+                        f"received {dtype_name(gt_label)}")
+    if len(ps) != 2 or ps[1] != 4 or (known(ps[0], ls[1]) and ps[0] != ls[1]):
         raise ValueError(f"prior_box: expected shape [Np, 4] = [{ls[1]}, 4], received {ps}")
 
 
 def _variance_tensor(prior_box_var, prior_box, dtype):
-    if prior_box_var is None or _is_tensor(prior_box_var):
+    if prior_box_var is None or is_tensor(prior_box_var):
         if prior_box_var is not None:
             vs, np_ = list(prior_box_var.shape), prior_box.shape[0]
             four = vs in ([4], [1, 4])
-            if not four and (len(vs) != 2 or vs[1] != 4 or (_known(np_, vs[0]) and vs[0] != np_)):
+            if not four and (len(vs) != 2 or vs[1] != 4 or (known(np_, vs[0]) and vs[0] != np_)):
                 raise ValueError(f"prior_box_var: expected shape [Np, 4] = [{np_}, 4] or 4 "
                                  f"values, received {vs}")
-            if _dtype(prior_box_var) != dtype:
+            if dtype_name(prior_box_var) != dtype:
                 raise TypeError(f"prior_box_var: expected dtype {dtype} (that of prior_box), "
-                                f"received {_dtype(prior_box_var)}")
+                                f"received {dtype_name(prior_box_var)}")
         return prior_box_var
     values = np.asarray(prior_box_var)
     if values.dtype.kind not in "iuf" or values.shape not in ((4,), (prior_box.shape[0], 4)):
@@ -235,7 +210,7 @@ def _variance_tensor(prior_box_var, prior_box, dtype):
     if values.shape == (4,):
         # Not paddle.assign: Paddle 2.6 stores a float64 constant as float32.
         return paddle.concat([paddle.full([1], float(v), dtype) for v in values])
-    if dtype == "float64" and not _in_pir_mode():
+    if dtype == "float64" and not in_pir_mode():
         raise TypeError("prior_box_var: a float64 [Np, 4] array cannot be embedded in a Paddle 2.6 "
                         "static program exactly; feed it as a tensor (paddle.static.data)")
     return paddle.assign(values.astype(dtype))
@@ -245,11 +220,11 @@ def _lengths_tensor(gt_lengths, location, gt_box):
     if gt_lengths is None:
         return None
     n, ng = location.shape[0], gt_box.shape[0]
-    if _is_tensor(gt_lengths):
-        if _dtype(gt_lengths) not in _LENGTH_DTYPES or len(gt_lengths.shape) != 1:
+    if is_tensor(gt_lengths):
+        if dtype_name(gt_lengths) not in _LENGTH_DTYPES or len(gt_lengths.shape) != 1:
             raise TypeError(f"gt_lengths: expected a 1-D int32/int64 tensor, received "
-                            f"{_dtype(gt_lengths)} of shape {_shape_str(gt_lengths)}")
-        if _known(n, gt_lengths.shape[0]) and gt_lengths.shape[0] != n:
+                            f"{dtype_name(gt_lengths)} of shape {_shape_str(gt_lengths)}")
+        if known(n, gt_lengths.shape[0]) and gt_lengths.shape[0] != n:
             raise ValueError(f"gt_lengths: expected one count per image (N = {n}), received "
                              f"{gt_lengths.shape[0]} values")
         return gt_lengths
@@ -258,13 +233,13 @@ def _lengths_tensor(gt_lengths, location, gt_box):
     if not isinstance(gt_lengths, (list, tuple)):
         raise TypeError(f"gt_lengths: expected a list of ints or a 1-D int tensor, received "
                         f"{type(gt_lengths).__name__}")
-    lengths = [_as_int("gt_lengths", v) for v in gt_lengths]
-    if _known(n) and len(lengths) != n:
+    lengths = [as_int("gt_lengths", v) for v in gt_lengths]
+    if known(n) and len(lengths) != n:
         raise ValueError(f"gt_lengths: expected one count per image (N = {n}), received "
                          f"{len(lengths)} values")
     if any(v < 0 for v in lengths):
         raise ValueError(f"gt_lengths: expected counts >= 0, received {lengths}")
-    if _known(ng) and sum(lengths) != ng:
+    if known(ng) and sum(lengths) != ng:
         raise ValueError(f"gt_lengths: expected counts summing to the number of gt_box rows "
                          f"({ng}), received {lengths} (sum {sum(lengths)})")
     lengths = np.asarray(lengths, dtype="int64")
@@ -304,9 +279,9 @@ def _concat_per_image(gt_box, gt_label, gt_lengths, dynamic):
             raise ValueError(f"gt_label[{i}]: expected shape [{bs[0]}, 1] or [{bs[0]}] (one label "
                              f"per box of gt_box[{i}]), received {ls}")
         for name, x, first in ((f"gt_box[{i}]", b, gt_box[0]), (f"gt_label[{i}]", l, gt_label[0])):
-            if _dtype(x) != _dtype(first):
+            if dtype_name(x) != dtype_name(first):
                 raise TypeError(f"{name}: expected the dtype of {name.split('[')[0]}[0] "
-                                f"({_dtype(first)}), received {_dtype(x)}")
+                                f"({dtype_name(first)}), received {dtype_name(x)}")
     lengths = [int(b.shape[0]) for b in gt_box]
     boxes = paddle.concat(list(gt_box), axis=0)
     labels = paddle.concat([l.reshape([-1]) for l in gt_label], axis=0)
@@ -331,11 +306,6 @@ def _require_gt_layout(location, gt_box):
 
 # ---------------------------------------------------------------------------------------------
 # dispatch
-
-def _in_pir_mode():
-    in_pir = getattr(paddle.framework, "in_pir_mode", None)
-    return bool(in_pir and in_pir())
-
 
 def _run_custom_op(*args):
     run = getattr(paddle._C_ops, "_run_custom_op", None)

@@ -10,6 +10,7 @@ import pytest
 
 import paddle_ssd_op
 from paddle_ssd_op import _core, layers
+from paddle_ssd_op._args import in_pir_mode
 
 N, NP, C = 2, 6, 4
 
@@ -90,7 +91,7 @@ def run_program(attrs):
             v = {k: paddle.static.data(k, list(a.shape), str(a.dtype)) for k, a in x.items()}
             ins = (v["location"], v["confidence"], v["gt_box"], v["gt_label"], v["prior_box"],
                    None, v["gt_lengths"])
-            if layers._in_pir_mode():
+            if in_pir_mode():
                 outs = layers._run_custom_op(*ins, *attrs)
             else:
                 outs = layers._append_legacy_op(ins, attrs, "float32", None)
