@@ -69,3 +69,23 @@ def as_choice(name, value, choices):
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name}: expected one of {choices}, received {value!r}")
     return value
+
+
+def check_prediction_shapes(loc_name, loc, conf_name, conf, prior_box):
+    """The shapes of an SSD head's outputs, named as the calling layer names them: loc [N, Np, 4],
+    conf [N, Np, C] with N, Np, C > 0, prior_box [Np, 4]. Dimensions unknown in a static program
+    (-1) are left to the ops."""
+    ls, cs, ps = list(loc.shape), list(conf.shape), list(prior_box.shape)
+    if len(ls) != 3 or ls[2] != 4:
+        raise ValueError(f"{loc_name}: expected shape [N, Np, 4], received {ls}")
+    if len(cs) != 3 or any(known(a, b) and a != b for a, b in zip(cs[:2], ls[:2])):
+        raise ValueError(f"{conf_name}: expected shape [N, Np, C] with N, Np of {loc_name} "
+                         f"{ls[:2]}, received {cs}")
+    if known(ls[0]) and ls[0] == 0:
+        raise ValueError(f"{loc_name}: expected at least one image (N > 0), received shape {ls}")
+    if known(ls[1]) and ls[1] == 0:
+        raise ValueError(f"{loc_name}: expected at least one prior (Np > 0), received shape {ls}")
+    if known(cs[2]) and cs[2] == 0:
+        raise ValueError(f"{conf_name}: expected at least one class (C > 0), received shape {cs}")
+    if len(ps) != 2 or ps[1] != 4 or (known(ps[0], ls[1]) and ps[0] != ls[1]):
+        raise ValueError(f"prior_box: expected shape [Np, 4] = [{ls[1]}, 4], received {ps}")

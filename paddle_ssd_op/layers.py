@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 
 from . import _core
-from ._args import as_int, dtype_name, in_pir_mode, is_tensor, known
+from ._args import as_int, check_prediction_shapes, dtype_name, in_pir_mode, is_tensor, known
 from ._loader import OP_NAME
 
 _FLOAT_DTYPES = ("float32", "float64")
@@ -151,9 +151,8 @@ def _shape_str(x):
 
 
 def _check_shapes(location, confidence, gt_box, gt_label, prior_box):
-    ls, cs = list(location.shape), list(confidence.shape)
-    if len(ls) != 3 or ls[2] != 4:
-        raise ValueError(f"location: expected shape [N, Np, 4], received {ls}")
+    if len(location.shape) != 3 or location.shape[2] != 4:
+        raise ValueError(f"location: expected shape [N, Np, 4], received {list(location.shape)}")
     if dtype_name(location) not in _FLOAT_DTYPES + _HALF_DTYPES:
         raise TypeError(f"location: expected dtype float32, float64, float16 or bfloat16, "
                         f"received {dtype_name(location)}")
@@ -165,16 +164,8 @@ def _check_shapes(location, confidence, gt_box, gt_label, prior_box):
         if dtype_name(x) != boxes:
             raise TypeError(f"{name}: expected dtype {boxes} (location is {dtype_name(location)}), "
                             f"received {dtype_name(x)}")
-    if len(cs) != 3 or any(known(a, b) and a != b for a, b in zip(cs[:2], ls[:2])):
-        raise ValueError(f"confidence: expected shape [N, Np, C] with N, Np of location "
-                         f"{ls[:2]}, received {cs}")
-    if known(ls[0]) and ls[0] == 0:
-        raise ValueError(f"location: expected at least one image (N > 0), received shape {ls}")
-    if known(ls[1]) and ls[1] == 0:
-        raise ValueError(f"location: expected at least one prior (Np > 0), received shape {ls}")
-    if known(cs[2]) and cs[2] == 0:
-        raise ValueError(f"confidence: expected at least one class (C > 0), received shape {cs}")
-    bs, gs, ps = list(gt_box.shape), list(gt_label.shape), list(prior_box.shape)
+    check_prediction_shapes("location", location, "confidence", confidence, prior_box)
+    bs, gs = list(gt_box.shape), list(gt_label.shape)
     if len(bs) != 2 or bs[1] != 4:
         raise ValueError(f"gt_box: expected shape [Ng, 4], received {bs}")
     if not (len(gs) == 1 or (len(gs) == 2 and gs[1] == 1)):
@@ -185,9 +176,6 @@ def _check_shapes(location, confidence, gt_box, gt_label, prior_box):
     if dtype_name(gt_label) not in _LABEL_DTYPES:
         raise TypeError(f"gt_label: expected dtype int32, int64, float32 or float64, "
                         f"received {dtype_name(gt_label)}")
-    if len(ps) != 2 or ps[1] != 4 or (known(ps[0], ls[1]) and ps[0] != ls[1]):
-        raise ValueError(f"prior_box: expected shape [Np, 4] = [{ls[1]}, 4], received {ps}")
-
 
 def _variance_tensor(prior_box_var, prior_box, dtype):
     if prior_box_var is None or is_tensor(prior_box_var):

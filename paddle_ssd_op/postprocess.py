@@ -14,8 +14,8 @@ The NMS operator per mode:
 
 import paddle
 
-from ._args import (as_bool, as_choice, as_float32, as_int, dtype_name, in_pir_mode, is_tensor,
-                    known)
+from ._args import (as_bool, as_choice, as_float32, as_int, check_prediction_shapes, dtype_name,
+                    in_pir_mode, is_tensor, known)
 
 _FLOAT_DTYPES = ("float32", "float64")
 _NMS_ATTRS = ("fluid", "forwarded")
@@ -151,27 +151,15 @@ def _check_inputs(loc, scores, prior_box):
     for name, x in (("loc", loc), ("scores", scores), ("prior_box", prior_box)):
         if not is_tensor(x):
             raise TypeError(f"{name}: expected a paddle Tensor, received {type(x).__name__}")
-    ls, ss, ps = list(loc.shape), list(scores.shape), list(prior_box.shape)
-    if len(ls) != 3 or ls[2] != 4:
-        raise ValueError(f"loc: expected shape [N, Np, 4], received {ls}")
+    if len(loc.shape) != 3 or loc.shape[2] != 4:
+        raise ValueError(f"loc: expected shape [N, Np, 4], received {list(loc.shape)}")
     if dtype_name(loc) not in _FLOAT_DTYPES:
         raise TypeError(f"loc: expected dtype float32 or float64, received {dtype_name(loc)}")
     for name, x in (("scores", scores), ("prior_box", prior_box)):
         if dtype_name(x) != dtype_name(loc):
             raise TypeError(f"{name}: expected the dtype of loc ({dtype_name(loc)}), "
                             f"received {dtype_name(x)}")
-    if len(ss) != 3 or any(known(a, b) and a != b for a, b in zip(ss[:2], ls[:2])):
-        raise ValueError(f"scores: expected shape [N, Np, C] with N, Np of loc {ls[:2]}, "
-                         f"received {ss}")
-    if known(ls[0]) and ls[0] == 0:
-        raise ValueError(f"loc: expected at least one image (N > 0), received shape {ls}")
-    if known(ls[1]) and ls[1] == 0:
-        raise ValueError(f"loc: expected at least one prior (Np > 0), received shape {ls}")
-    if known(ss[2]) and ss[2] == 0:
-        raise ValueError(f"scores: expected at least one class (C > 0), received shape {ss}")
-    if len(ps) != 2 or ps[1] != 4 or (known(ps[0], ls[1]) and ps[0] != ls[1]):
-        raise ValueError(f"prior_box: expected shape [Np, 4] = [{ls[1]}, 4], received {ps}")
-
+    check_prediction_shapes("loc", loc, "scores", scores, prior_box)
 
 def _variance(prior_box_var, prior_box):
     """A [Np, 4] tensor, or the 4 variances as a list (box_coder's ``variance`` attribute)."""
